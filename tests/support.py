@@ -1,0 +1,52 @@
+"""Helpers shared by the tests: resetting state and verifying the ledger's invariants."""
+
+from __future__ import annotations
+
+import asyncpg
+import redis.asyncio as aioredis
+from sqlalchemy.engine import make_url
+
+# Rows the migrations insert and the tests must keep (reference data such as system accounts).
+KEEP_TABLES = {"alembic_version"}
+
+
+def plain_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def reset_database(url: str) -> None:
+    conn = await asyncpg.connect(plain_dsn(url))
+    try:
+        tables = [
+            r["tablename"]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+            if r["tablename"] not in KEEP_TABLES
+        ]
+        if tables:
+            quoted = ", ".join(f'"{t}"' for t in tables)
+            await conn.execute(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE")
+        # A domain may re-create its reference rows (system accounts, program settings).
+        await conn.execute(
+            "DO $$ BEGIN IF to_regprocedure('questline_seed_reference_data()') IS NOT NULL "
+            "THEN PERFORM questline_seed_reference_data(); END IF; END $$"
+        )
+    finally:
+        await conn.close()
+
+
+async def reset_redis(url: str) -> None:
+    client = aioredis.Redis.from_url(url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
+async def verify_ledger(url: str) -> None:
+    """Run the ledger's own verification; fail the test on any violation."""
+    try:
+        from ledger.verify import verify_database_url
+    except ImportError:  # before the ledger exists there is nothing to verify
+        return
+    report = await verify_database_url(url)
+    assert report.ok, report.render()
