@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, DateTime, Identity, String, func
+from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Identity, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base
@@ -24,3 +24,4 @@ class Member(Base):
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )
     last_active_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    referred_by_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("members.id"))

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.db import make_engine, make_sessionmaker
 from server.settings import Settings
+
+log = structlog.get_logger("questline.runtime")
+
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+def after_commit(session: AsyncSession, hook: AfterCommit) -> None:
+    """Run ``hook`` once the transaction of ``session`` has committed (never on rollback).
+
+    Jobs, leaderboard updates and notifications go here: they must only ever see data that
+    is durable. The session must come from ``Runtime.transaction()``.
+    """
+    hooks: list[AfterCommit] | None = session.info.get("after_commit")
+    if hooks is None:
+        raise RuntimeError("after_commit needs a session opened by Runtime.transaction()")
+    hooks.append(hook)
 
 
 @dataclass
@@ -36,6 +53,15 @@ class Runtime:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed on success, rolled back on error."""
-        async with self.sessionmaker() as session, session.begin():
-            yield session
+        """A session inside one transaction: committed on success, rolled back on error;
+        hooks registered with ``after_commit`` run after a successful commit."""
+        hooks: list[AfterCommit] = []
+        async with self.sessionmaker() as session:
+            session.info["after_commit"] = hooks
+            async with session.begin():
+                yield session
+        for hook in hooks:
+            try:
+                await hook()
+            except Exception:  # the data is committed; a failed side effect must not undo it
+                log.exception("after-commit hook failed")

@@ -29,7 +29,11 @@ def upgrade() -> None:
             "joined_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),
         sa.Column("last_active_at", sa.DateTime(timezone=True)),
+        sa.Column("referred_by_id", sa.BigInteger()),
         sa.PrimaryKeyConstraint("id", name="pk_members"),
+        sa.ForeignKeyConstraint(
+            ["referred_by_id"], ["members.id"], name="fk_members_referred_by_id_members"
+        ),
         sa.UniqueConstraint("external_id", name="uq_members_external_id"),
         sa.UniqueConstraint("referral_code", name="uq_members_referral_code"),
     )

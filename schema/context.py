@@ -1,0 +1,63 @@
+"""The per-request GraphQL context: who is calling, database access, DataLoaders, hooks.
+
+Reads share one session per request, used by one resolver at a time (an ``AsyncSession`` is
+not safe for concurrent use, and GraphQL resolves sibling fields concurrently). Mutations open
+their own transaction with ``transaction()``; work that must only happen once the data is
+durable goes into ``server.runtime.after_commit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.dataloader import DataLoader
+
+from server.auth import ANONYMOUS, Principal
+from server.runtime import Runtime
+
+LoaderT = TypeVar("LoaderT", bound=DataLoader[Any, Any])
+
+
+@dataclass
+class Context:
+    runtime: Runtime
+    request: Any = None
+    response: Any = None
+    principal: Principal = ANONYMOUS
+    connection_params: dict[str, Any] | None = None  # set by strawberry for WebSockets
+    _loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict)
+    _read_session: AsyncSession | None = None
+    _read_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def loader(self, name: str, factory: Callable[[Context], LoaderT]) -> LoaderT:
+        """The request's DataLoader called ``name``, created on first use."""
+        existing = self._loaders.get(name)
+        if existing is None:
+            existing = self._loaders[name] = factory(self)
+        return existing  # type: ignore[return-value]
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """The request's read session, for one resolver at a time."""
+        async with self._read_lock:
+            if self._read_session is None:
+                self._read_session = self.runtime.sessionmaker()
+            yield self._read_session
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A new session in one transaction (see ``Runtime.transaction``)."""
+        async with self.runtime.transaction() as session:
+            yield session
+        self._loaders.clear()  # objects loaded before the write may be stale now
+
+    async def close(self) -> None:
+        if self._read_session is not None:
+            await self._read_session.close()
+            self._read_session = None
+

@@ -1,0 +1,138 @@
+"""Members: ``me``, ``member``, ``members`` and ``registerMember``."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.dataloader import DataLoader
+from strawberry.types import Info
+
+from members import service
+from members.models import Member as MemberModel
+from schema.context import Context
+from schema.errors import UserError
+from schema.member_type import Member, member_from_model
+from schema.mutations import run_in_transaction
+from schema.pagination import Connection, build_connection, decode_int_cursor, page_size
+from schema.permissions import (
+    IsAdmin,
+    principal_of,
+    require_access_to_member,
+    require_member_external_id,
+)
+
+
+def member_by_external_id_loader(ctx: Context) -> DataLoader[str, MemberModel | None]:
+    async def load(external_ids: list[str]) -> list[MemberModel | None]:
+        async with ctx.reading() as session:
+            found = await service.members_by_external_ids(session, external_ids)
+        return [found.get(external_id) for external_id in external_ids]
+
+    return DataLoader(load_fn=load)
+
+
+def member_by_id_loader(ctx: Context) -> DataLoader[int, MemberModel | None]:
+    async def load(ids: list[int]) -> list[MemberModel | None]:
+        async with ctx.reading() as session:
+            found = await service.members_by_ids(session, ids)
+        return [found.get(member_id) for member_id in ids]
+
+    return DataLoader(load_fn=load)
+
+
+async def load_member(info: Info, external_id: str) -> Member | None:
+    loader = info.context.loader("member_by_external_id", member_by_external_id_loader)
+    model = await loader.load(external_id)
+    return member_from_model(model) if model else None
+
+
+@strawberry.input
+class MemberFilter:
+    status: str | None = strawberry.field(default=None, description="active or suspended")
+    search: str | None = strawberry.field(
+        default=None, description="prefix of externalId or displayName"
+    )
+    joined_after: datetime | None = None
+    joined_before: datetime | None = None
+
+
+@strawberry.type
+class MemberQueries:
+    @strawberry.field(description="The caller's own member (member token).")
+    async def me(self, info: Info) -> Member | None:
+        return await load_member(info, require_member_external_id(info))
+
+    @strawberry.field(description="A member by externalId (admin or events key; a member: itself).")
+    async def member(self, info: Info, external_id: str) -> Member | None:
+        require_access_to_member(info, external_id)
+        return await load_member(info, external_id)
+
+    @strawberry.field(permission_classes=[IsAdmin], description="All members, oldest first.")
+    async def members(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        filter: MemberFilter | None = None,
+    ) -> Connection[Member]:
+        limit = page_size(first)
+        after_id = decode_int_cursor("member", after)
+        criteria = filter or MemberFilter()
+        async with info.context.reading() as session:
+            rows = await service.list_members(
+                session,
+                limit=limit + 1,
+                after_id=after_id,
+                filters=service.MemberListFilter(
+                    status=criteria.status,
+                    search=criteria.search,
+                    joined_after=criteria.joined_after,
+                    joined_before=criteria.joined_before,
+                ),
+            )
+        return build_connection(rows, limit, "member", lambda m: str(m.id), member_from_model)
+
+
+@strawberry.input
+class RegisterMemberInput:
+    external_id: str
+    display_name: str | None = None
+    birthday: date | None = None
+    timezone: str | None = None
+    referral_code: str | None = None
+
+
+@strawberry.type
+class RegisterMemberPayload:
+    member: Member | None
+    errors: list[UserError]
+
+
+@strawberry.type
+class MemberMutations:
+    @strawberry.mutation(
+        description="Register a member; idempotent by externalId (admin, events key, or the "
+        "member's own token)."
+    )
+    async def register_member(self, info: Info, input: RegisterMemberInput) -> RegisterMemberPayload:
+        require_access_to_member(info, input.external_id)
+
+        async def work(session: AsyncSession) -> RegisterMemberPayload:
+            registration = await service.register_member(
+                session,
+                external_id=input.external_id,
+                display_name=input.display_name,
+                birthday=input.birthday,
+                timezone=input.timezone,
+                referral_code=input.referral_code,
+            )
+            return RegisterMemberPayload(member=member_from_model(registration.member), errors=[])
+
+        return await run_in_transaction(
+            info, work, lambda errors: RegisterMemberPayload(member=None, errors=errors)
+        )
+
+
+__all__ = ["MemberMutations", "MemberQueries", "member_by_id_loader", "principal_of"]

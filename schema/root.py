@@ -1,0 +1,49 @@
+"""The root schema: every domain module's queries and mutations merged into one.
+
+To add a domain: write ``schema/<domain>.py`` with ``<Domain>Queries`` / ``<Domain>Mutations``
+and list them below.
+"""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.tools import merge_types
+
+from schema.errors import should_mask_error
+from schema.extensions import CloseRequestResources
+from schema.members import MemberMutations, MemberQueries
+from server.settings import Settings, get_settings
+
+QUERIES: tuple[type, ...] = (MemberQueries,)
+MUTATIONS: tuple[type, ...] = (MemberMutations,)
+
+Query = merge_types("Query", QUERIES)
+Mutation = merge_types("Mutation", MUTATIONS)
+
+
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    settings = settings or get_settings()
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        extensions=[
+            QueryDepthLimiter(max_depth=settings.max_query_depth),
+            MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+            MaxTokensLimiter(max_token_count=settings.max_tokens),
+            ParserCache(maxsize=1024),
+            ValidationCache(maxsize=1024),
+            MaskErrors(should_mask_error=should_mask_error),
+            CloseRequestResources(),
+        ],
+    )
+
+
+schema = build_schema()

@@ -1,0 +1,136 @@
+"""The Starlette application: GraphQL (HTTP and WebSocket), health, readiness, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types.unset import UnsetType
+
+from schema.context import Context
+from schema.root import build_schema
+from server.auth import ANONYMOUS, AuthError, Principal, authenticate
+from server.observability import RequestContextMiddleware, configure_logging, metrics_endpoint
+from server.runtime import Runtime
+from server.settings import Settings, get_settings
+
+log = structlog.get_logger("questline.app")
+
+
+class QuestlineGraphQL(GraphQL[Context, None]):
+    """strawberry's ASGI app with our context and authentication."""
+
+    async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
+        runtime: Runtime = request.app.state.runtime
+        principal: Principal = getattr(request.state, "principal", ANONYMOUS)
+        return Context(runtime=runtime, request=request, response=response, principal=principal)
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """WebSocket clients authenticate with ``{"Authorization": "Bearer ..."}`` in the
+        ``connection_init`` payload (browsers cannot set headers on WebSockets)."""
+        params = context.connection_params or {}
+        header = params.get("Authorization") or params.get("authorization")
+        try:
+            context.principal = await authenticate(
+                context.runtime.settings,
+                context.runtime.sessionmaker,
+                header if isinstance(header, str) else None,
+            )
+        except AuthError as exc:
+            raise ConnectionRejectionError({"code": "UNAUTHENTICATED", "message": str(exc)}) from exc
+        return None
+
+
+def unauthenticated_response(message: str) -> JSONResponse:
+    return JSONResponse(
+        {"data": None, "errors": [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]},
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+class GraphQLEndpoint:
+    """Authenticates HTTP requests before GraphQL runs: a bad token is a 401, not a 500."""
+
+    def __init__(self, graphql: QuestlineGraphQL) -> None:
+        self.graphql = graphql
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request = Request(scope, receive)
+            runtime: Runtime = request.app.state.runtime
+            try:
+                request.state.principal = await authenticate(
+                    runtime.settings, runtime.sessionmaker, request.headers.get("authorization")
+                )
+            except AuthError as exc:
+                await unauthenticated_response(str(exc))(scope, receive, send)
+                return
+        await self.graphql(scope, receive, send)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready when PostgreSQL and Redis both answer within a second."""
+    runtime: Runtime = request.app.state.runtime
+    problems: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(1.0), runtime.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means "not ready"; the reason is reported
+        problems["postgres"] = f"{type(exc).__name__}: {exc}"[:200] or "timeout"
+    try:
+        async with asyncio.timeout(1.0):
+            await runtime.redis.ping()
+    except Exception as exc:
+        problems["redis"] = f"{type(exc).__name__}: {exc}"[:200] or "timeout"
+    if problems:
+        return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Starlette:
+    """The ASGI app. With no ``runtime`` one is built from settings at start-up (lifespan)."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    graphql = QuestlineGraphQL(build_schema(settings), keep_alive=True)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        own = runtime is None
+        app.state.runtime = runtime or await Runtime.start(settings)
+        try:
+            yield
+        finally:
+            if own:
+                await app.state.runtime.close()
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", GraphQLEndpoint(graphql), methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
+        ],
+        lifespan=lifespan,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    app.add_middleware(RequestContextMiddleware)
+    return app
