@@ -35,13 +35,15 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         extensions=[
-            QueryDepthLimiter(max_depth=settings.max_query_depth),
-            MaxAliasesLimiter(max_alias_count=settings.max_aliases),
-            MaxTokensLimiter(max_token_count=settings.max_tokens),
-            ParserCache(maxsize=1024),
-            ValidationCache(maxsize=1024),
-            MaskErrors(should_mask_error=should_mask_error),
-            CloseRequestResources(),
+            # Factories: strawberry builds the extensions per request. The parser and
+            # validation caches live at module level, so they are shared across requests.
+            lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
+            lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+            lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+            lambda: ParserCache(maxsize=1024),
+            lambda: ValidationCache(maxsize=1024),
+            lambda: MaskErrors(should_mask_error=should_mask_error),
+            CloseRequestResources,
         ],
     )
 

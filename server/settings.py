@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEV_JWT_SECRET = "questline-dev-secret-change-me"
+DEV_JWT_SECRET = "questline-development-secret-change-me-in-production"
 
 
 class Settings(BaseSettings):

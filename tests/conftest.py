@@ -54,7 +54,7 @@ TEST_DB_URL = make_url(SERVER_DB_URL).set(
 os.environ["QUESTLINE_DATABASE_URL"] = TEST_DB_URL
 os.environ["QUESTLINE_REDIS_URL"] = TEST_REDIS_URL
 os.environ["QUESTLINE_BROKER_URL"] = TEST_REDIS_URL
-os.environ.setdefault("QUESTLINE_JWT_SECRET", "test-secret-" + secrets.token_hex(8))
+os.environ.setdefault("QUESTLINE_JWT_SECRET", "test-secret-" + secrets.token_hex(16))
 os.environ["QUESTLINE_DATA_DIR"] = str(_TMP / "data")
 
 
@@ -118,3 +118,22 @@ async def clean_state(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     await reset_redis(TEST_REDIS_URL)
     yield
     await verify_ledger(TEST_DB_URL)
+
+
+@pytest.fixture
+async def app(runtime: object) -> object:
+    from server.app import create_app
+
+    return create_app(runtime=runtime)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def api(app: object) -> AsyncIterator[object]:
+    """A GraphQL client over the ASGI app, as a client application would call it."""
+    import httpx
+
+    from tests.api import GraphQLClient
+
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://questline.test") as http:
+        yield GraphQLClient(http)

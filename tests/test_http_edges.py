@@ -1,0 +1,93 @@
+"""Bad input at the HTTP and GraphQL level: always a clear 4xx or GraphQL error, never a 500."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+
+from server.settings import get_settings
+from tests.api import GraphQLClient, member_token
+
+ME = "{ me { externalId } }"
+
+
+async def test_health_ready_and_metrics(api: GraphQLClient) -> None:
+    assert (await api.http.get("/healthz")).json() == {"status": "ok"}
+    ready = await api.http.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    metrics = await api.http.get("/metrics")
+    assert metrics.status_code == 200
+    assert "questline_http_requests_total" in metrics.text
+
+
+async def test_request_id_is_echoed_or_generated(api: GraphQLClient) -> None:
+    response = await api.http.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    generated = await api.http.get("/healthz")
+    assert len(generated.headers["x-request-id"]) == 32
+
+
+async def test_graphiql_on_get(api: GraphQLClient) -> None:
+    response = await api.http.get("/graphql", headers={"Accept": "text/html"})
+    assert response.status_code == 200
+    assert "graphiql" in response.text.lower()
+
+
+async def test_malformed_json_and_content_type(api: GraphQLClient) -> None:
+    response = await api.http.post(
+        "/graphql", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert 400 <= response.status_code < 500
+    response = await api.http.post(
+        "/graphql", content=b"query", headers={"Content-Type": "text/csv"}
+    )
+    assert 400 <= response.status_code < 500
+    response = await api.http.post("/graphql", json={"variables": {}})
+    assert 400 <= response.status_code < 500
+
+
+async def test_graphql_errors_are_clear(api: GraphQLClient) -> None:
+    unknown = await api.post("{ nope }")
+    assert unknown.status in (200, 400)
+    assert "nope" in unknown.errors[0]["message"]
+    syntax = await api.post("{ me { ")
+    assert syntax.errors and syntax.status < 500
+    wrong_type = await api.admin("{ members(first: \"ten\") { edges { cursor } } }")
+    assert wrong_type.errors and wrong_type.status < 500
+
+
+async def test_query_limits(api: GraphQLClient) -> None:
+    aliases = " ".join(f"a{i}: __typename" for i in range(100))
+    result = await api.post("{ " + aliases + " }")
+    assert result.errors and "alias" in result.errors[0]["message"].lower()
+
+    deep = "{ members { edges { node { " * 8 + "id" + " } } }" * 8 + " }"
+    result = await api.admin(deep)
+    assert result.errors and result.status < 500
+
+    huge = "{ " + " ".join("__typename" for _ in range(6000)) + " }"
+    result = await api.post(huge)
+    assert result.errors and "token" in result.errors[0]["message"].lower()
+
+
+async def test_bad_tokens_are_refused_with_401(api: GraphQLClient) -> None:
+    settings = get_settings()
+    now = int(time.time())
+    expired = jwt.encode({"sub": "a", "exp": now - 10}, settings.jwt_secret, algorithm="HS256")
+    wrong_key = jwt.encode({"sub": "a", "exp": now + 60}, "x" * 40, algorithm="HS256")
+    no_exp = jwt.encode({"sub": "a"}, settings.jwt_secret, algorithm="HS256")
+    unsigned = jwt.encode({"sub": "a", "exp": now + 60, "role": "admin"}, None, algorithm="none")
+    for token in (expired, wrong_key, no_exp, unsigned, "garbage", "ql_unknownkey"):
+        result = await api.post(ME, token=token)
+        assert result.status == 401, token
+        assert result.error_codes == ["UNAUTHENTICATED"]
+    response = await api.http.post(
+        "/graphql", json={"query": ME}, headers={"Authorization": "Basic abc"}
+    )
+    assert response.status_code == 401
+
+
+async def test_member_token_for_unregistered_member(api: GraphQLClient) -> None:
+    result = await api.post(ME, token=member_token("ghost"))
+    assert result.data == {"me": None}
