@@ -35,8 +35,9 @@ def validate_timezone(name: str, field: str = "timezone") -> str:
 
 def validate_external_id(external_id: str) -> str:
     if not external_id or len(external_id) > 255 or external_id != external_id.strip():
-        raise invalid("externalId must be 1 to 255 characters, without surrounding spaces",
-                      "externalId")
+        raise invalid(
+            "externalId must be 1 to 255 characters, without surrounding spaces", "externalId"
+        )
     return external_id
 
 
@@ -94,8 +95,9 @@ async def register_member(
         existing = await get_member_by_external_id(session, external_id)
         if existing is not None:
             if referrer_id is not None and existing.referred_by_id not in (None, referrer_id):
-                raise DomainError(ErrorCode.CONFLICT, "member already has a referrer",
-                                  "referralCode")
+                raise DomainError(
+                    ErrorCode.CONFLICT, "member already has a referrer", "referralCode"
+                )
             return Registration(existing, created=False)
     raise DomainError(ErrorCode.CONFLICT, "could not allocate a referral code; try again")
 

@@ -22,7 +22,9 @@ config = context.config
 def _url() -> str:
     url = config.attributes.get("database_url") or os.environ.get("QUESTLINE_DATABASE_URL")
     if not url:
-        raise RuntimeError("no database URL: use `questline migrate`, which starts the embedded one")
+        raise RuntimeError(
+            "no database URL: use `questline migrate`, which starts the embedded one"
+        )
     return to_async_url(url)
 
 

@@ -60,4 +60,3 @@ class Context:
         if self._read_session is not None:
             await self._read_session.close()
             self._read_session = None
-

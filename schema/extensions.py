@@ -10,7 +10,7 @@ from strawberry.extensions import SchemaExtension
 class CloseRequestResources(SchemaExtension):
     """Close the request's read session once the operation has finished."""
 
-    async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
+    async def on_operation(self) -> AsyncIterator[None]:
         yield
         close = getattr(self.execution_context.context, "close", None)
         if close is not None:

@@ -116,7 +116,9 @@ class MemberMutations:
         description="Register a member; idempotent by externalId (admin, events key, or the "
         "member's own token)."
     )
-    async def register_member(self, info: Info, input: RegisterMemberInput) -> RegisterMemberPayload:
+    async def register_member(
+        self, info: Info, input: RegisterMemberInput
+    ) -> RegisterMemberPayload:
         require_access_to_member(info, input.external_id)
 
         async def work(session: AsyncSession) -> RegisterMemberPayload:

@@ -49,7 +49,9 @@ class QuestlineGraphQL(GraphQL[Context, None]):
                 header if isinstance(header, str) else None,
             )
         except AuthError as exc:
-            raise ConnectionRejectionError({"code": "UNAUTHENTICATED", "message": str(exc)}) from exc
+            raise ConnectionRejectionError(
+                {"code": "UNAUTHENTICATED", "message": str(exc)}
+            ) from exc
         return None
 
 

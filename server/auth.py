@@ -11,11 +11,11 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import jwt
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.models import ApiKey
 from server.settings import Settings
@@ -25,7 +25,7 @@ API_KEY_PREFIX = "ql_"
 API_KEY_SCOPES = ("admin", "events")
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     ANONYMOUS = "anonymous"
     MEMBER = "member"
     ADMIN = "admin"
@@ -113,27 +113,44 @@ async def create_api_key(session: AsyncSession, *, name: str, scope: str) -> str
     if not name.strip():
         raise ValueError("name must not be empty")
     secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiKey(name=name.strip(), scope=scope, prefix=secret[:10], key_hash=hash_api_key(secret)))
+    key = ApiKey(name=name.strip(), scope=scope, prefix=secret[:10], key_hash=hash_api_key(secret))
+    session.add(key)
     await session.flush()
     return secret
 
 
+# Resolved API keys, cached briefly so a busy back-end does not cost a query per request.
+# A revoked key stops working within API_KEY_CACHE_SECONDS in every API process.
+API_KEY_CACHE_SECONDS = 30.0
+_api_key_cache: dict[str, tuple[float, Principal]] = {}
+
+
 async def principal_for_api_key(session: AsyncSession, key: str) -> Principal:
+    key_hash = hash_api_key(key)
+    cached = _api_key_cache.get(key_hash)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
     row = (
         await session.execute(
             select(ApiKey.name, ApiKey.scope).where(
-                ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None)
+                ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)
             )
         )
     ).first()
     if row is None:
         raise AuthError("unknown or revoked API key")
     role = Role.ADMIN if row.scope == "admin" else Role.EVENTS
-    return Principal(role, key_name=row.name)
+    principal = Principal(role, key_name=row.name)
+    if len(_api_key_cache) > 10_000:
+        _api_key_cache.clear()
+    _api_key_cache[key_hash] = (time.monotonic() + API_KEY_CACHE_SECONDS, principal)
+    return principal
 
 
 async def authenticate(
-    settings: Settings, session_factory: object, authorization: str | None
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+    authorization: str | None,
 ) -> Principal:
     """Resolve an ``Authorization`` header value (``Bearer <jwt or api key>``)."""
     if not authorization:
@@ -143,6 +160,6 @@ async def authenticate(
     if scheme.lower() != "bearer" or not credential:
         raise AuthError("use `Authorization: Bearer <token>`")
     if credential.startswith(API_KEY_PREFIX):
-        async with session_factory() as session:  # type: ignore[operator]
+        async with session_factory() as session:
             return await principal_for_api_key(session, credential)
     return decode_token(settings, credential)

@@ -7,10 +7,10 @@ leaves a partial write behind.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     INVALID_INPUT = "INVALID_INPUT"
     NOT_FOUND = "NOT_FOUND"
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"

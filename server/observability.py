@@ -13,9 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUESTS = Counter(
-    "questline_http_requests_total", "HTTP requests", ["method", "path", "status"]
-)
+REQUESTS = Counter("questline_http_requests_total", "HTTP requests", ["method", "path", "status"])
 LATENCY = Histogram(
     "questline_http_request_seconds",
     "HTTP request latency",
@@ -58,8 +56,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else (
-            uuid.uuid4().hex
+        request_id = (
+            incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else (uuid.uuid4().hex)
         )
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -87,7 +85,10 @@ class RequestContextMiddleware:
             LATENCY.labels(method, path).observe(elapsed)
             if status >= 500 or elapsed > 1.0:
                 self.log.warning(
-                    "request", method=method, path=scope["path"], status=status,
+                    "request",
+                    method=method,
+                    path=scope["path"],
+                    status=status,
                     ms=round(elapsed * 1000, 1),
                 )
 

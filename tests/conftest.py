@@ -46,9 +46,11 @@ def _resolve_test_servers() -> tuple[str, str]:
 
 SERVER_DB_URL, TEST_REDIS_URL = _resolve_test_servers()
 TEST_DB_NAME = f"questline_test_{os.getpid()}_{secrets.token_hex(3)}"
-TEST_DB_URL = make_url(SERVER_DB_URL).set(
-    drivername="postgresql+asyncpg", database=TEST_DB_NAME
-).render_as_string(hide_password=False)
+TEST_DB_URL = (
+    make_url(SERVER_DB_URL)
+    .set(drivername="postgresql+asyncpg", database=TEST_DB_NAME)
+    .render_as_string(hide_password=False)
+)
 
 # Every process started by the tests (and every settings object) uses the test servers.
 os.environ["QUESTLINE_DATABASE_URL"] = TEST_DB_URL

@@ -53,7 +53,7 @@ async def test_graphql_errors_are_clear(api: GraphQLClient) -> None:
     assert "nope" in unknown.errors[0]["message"]
     syntax = await api.post("{ me { ")
     assert syntax.errors and syntax.status < 500
-    wrong_type = await api.admin("{ members(first: \"ten\") { edges { cursor } } }")
+    wrong_type = await api.admin('{ members(first: "ten") { edges { cursor } } }')
     assert wrong_type.errors and wrong_type.status < 500
 
 

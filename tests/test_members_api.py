@@ -22,7 +22,9 @@ async def register(api: GraphQLClient, token: str | None, **fields: Any) -> dict
 
 async def test_member_registers_itself_and_reads_me(api: GraphQLClient) -> None:
     token = member_token("alice")
-    payload = await register(api, token, externalId="alice", displayName="Alice", timezone="Europe/Paris")
+    payload = await register(
+        api, token, externalId="alice", displayName="Alice", timezone="Europe/Paris"
+    )
     assert payload["errors"] == []
     assert payload["member"]["externalId"] == "alice"
     assert len(payload["member"]["referralCode"]) == 8
@@ -85,7 +87,9 @@ async def test_bad_registration_input_gets_coded_errors(api: GraphQLClient) -> N
 async def test_referral_code_links_referee(api: GraphQLClient) -> None:
     referrer = await api.admin(REGISTER, {"input": {"externalId": "ref-a"}})
     code = referrer.data["registerMember"]["member"]["referralCode"]
-    referee = await api.admin(REGISTER, {"input": {"externalId": "ref-b", "referralCode": code.lower()}})
+    referee = await api.admin(
+        REGISTER, {"input": {"externalId": "ref-b", "referralCode": code.lower()}}
+    )
     assert referee.data["registerMember"]["errors"] == []
 
 

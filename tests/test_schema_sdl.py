@@ -14,6 +14,11 @@ def test_committed_sdl_matches_code() -> None:
 
 def test_contract_names_exist() -> None:
     sdl = current_sdl()
-    for name in ("me: Member", "member(externalId: String!): Member", "registerMember(",
-                 "members(first: Int", "type UserError"):
+    for name in (
+        "me: Member",
+        "member(externalId: String!): Member",
+        "registerMember(",
+        "members(first: Int",
+        "type UserError",
+    ):
         assert name in sdl, name
