@@ -306,3 +306,7 @@ def _mount_ledger() -> None:
 
 
 _mount_ledger()
+
+
+if __name__ == "__main__":
+    app()

@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -47,6 +48,9 @@ def stop_on_signals() -> Iterator[None]:
     Without this a SIGTERM would end the process on the spot and leave the embedded servers
     and the children running.
     """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (e.g. a CLI run inside a test thread)
+        return
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {signum: signal.signal(signum, _raise_stop) for signum in handled}
     try:
@@ -59,6 +63,9 @@ def stop_on_signals() -> Iterator[None]:
 @contextlib.contextmanager
 def signals_deferred(on_signal: Callable[[], None] = lambda: None) -> Iterator[None]:
     """While cleaning up, a further Ctrl-C must not abort the clean-up: just note it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def note(signum: int, frame: FrameType | None) -> None:
