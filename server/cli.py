@@ -68,6 +68,8 @@ def cli_services() -> Iterator[ServiceUrls]:
         return
     settings = get_settings()
     announce(settings)
+    # Only a command that starts embedded servers stops them (never a caller's servers).
+    starts_embedded = settings.database_url is None or settings.redis_url is None
     try:
         with stop_on_signals():
             try:
@@ -78,8 +80,9 @@ def cli_services() -> Iterator[ServiceUrls]:
                 yield urls
             finally:
                 _active_services = None
-                with signals_deferred():
-                    stop_embedded()
+                if starts_embedded:
+                    with signals_deferred():
+                        stop_embedded()
     except StopRequested:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
