@@ -15,6 +15,7 @@ import contextlib
 import importlib.util
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from enum import StrEnum
 from typing import Annotated
@@ -26,6 +27,10 @@ from server.embedded import ServiceUrls, child_env, resolve_services, stop_embed
 from server.settings import Settings, get_settings
 
 EXIT_INTERRUPTED = 130
+
+# pgserver (embedded PostgreSQL) falls back to /tmp when XDG_RUNTIME_DIR is unset, which is
+# the norm in containers and CI; the warning would only clutter the first lines of output.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 app = typer.Typer(
     help="Questline: a gamification and loyalty server.",

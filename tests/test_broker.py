@@ -9,7 +9,9 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dramatiq
 import pytest
@@ -107,14 +109,18 @@ async def test_send_does_not_block_the_event_loop(runtime: Runtime) -> None:
     assert queued_messages() == before + 5
 
 
-@pytest.mark.slow
-async def test_a_worker_process_runs_a_message_end_to_end(runtime: Runtime) -> None:
-    """``questline worker`` on the test Redis consumes ``system.ping`` sent from here."""
+AMQP_URL = os.environ.get("QUESTLINE_TEST_AMQP_URL")  # .ci/run points it at RabbitMQ
+
+
+async def roundtrip_through_a_worker(
+    runtime: Runtime, env: dict[str, str], enqueue: Callable[[dramatiq.Message[Any]], object]
+) -> None:
+    """Start ``questline worker`` with ``env``, enqueue ``system.ping``, wait for its effect."""
     questline = Path(sys.executable).parent / "questline"
     worker = await asyncio.create_subprocess_exec(
         str(questline), "worker", "--processes", "1", "--threads", "2",
         "--shutdown-timeout", "5",
-        env=dict(os.environ),
+        env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
@@ -122,7 +128,7 @@ async def test_a_worker_process_runs_a_message_end_to_end(runtime: Runtime) -> N
     output = b""
     try:
         key, value = f"test:e2e:{secrets.token_hex(4)}", secrets.token_hex(8)
-        await send(ping, key, value)
+        await asyncio.to_thread(enqueue, ping.message(key, value))
         deadline = time.monotonic() + 60
         while await runtime.redis.get(key) is None:
             assert worker.returncode is None, "the worker exited early"
@@ -131,7 +137,7 @@ async def test_a_worker_process_runs_a_message_end_to_end(runtime: Runtime) -> N
         assert await runtime.redis.get(key) == value.encode()
     finally:
         if worker.returncode is None:
-            worker.send_signal(signal.SIGTERM)
+            worker.send_signal(signal.SIGTERM)  # a clean stop, as a process manager does
         try:
             output, _ = await asyncio.wait_for(worker.communicate(), 60)
         except TimeoutError:
@@ -140,3 +146,22 @@ async def test_a_worker_process_runs_a_message_end_to_end(runtime: Runtime) -> N
     text = output.decode(errors="replace")
     assert worker.returncode == 0, text
     assert text.splitlines()[0].startswith("Questline: using the configured"), text
+
+
+@pytest.mark.slow
+async def test_a_worker_process_runs_a_message_end_to_end(runtime: Runtime) -> None:
+    """``questline worker`` on the test Redis consumes ``system.ping`` sent from here."""
+    await roundtrip_through_a_worker(runtime, dict(os.environ), broker.enqueue)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(AMQP_URL is None, reason="QUESTLINE_TEST_AMQP_URL is not set")
+async def test_a_worker_on_rabbitmq_runs_a_message_end_to_end(runtime: Runtime) -> None:
+    """The same through RabbitMQ (``QUESTLINE_BROKER_URL=amqp://...``)."""
+    assert AMQP_URL is not None
+    rabbit = build_broker(AMQP_URL)
+    try:
+        env = {**os.environ, "QUESTLINE_BROKER_URL": AMQP_URL}
+        await roundtrip_through_a_worker(runtime, env, rabbit.enqueue)
+    finally:
+        rabbit.close()
