@@ -59,10 +59,13 @@ class PeriodicJob:
         return IntervalTrigger(seconds=self.every.total_seconds(), timezone=timezone)
 
 
-# The timetable. Minutes are staggered so that the hourly jobs do not all start at once.
+# The timetable, in the program timezone. A domain with time-driven work adds its actor here.
+# Minutes are staggered so that jobs do not all start at once; daily jobs run at night.
 PERIODIC_JOBS: list[PeriodicJob] = [
     PeriodicJob("ledger.settle_expirations", cron="5 * * * *"),
     PeriodicJob("ledger.vest_pending", cron="10 * * * *"),
+    PeriodicJob("members.evaluate_tiers", cron="20 3 * * *"),
+    PeriodicJob("members.scan_inactivity", cron="40 3 * * *"),
 ]
 
 # One lock per database: a stable 64-bit key derived from a readable name.
