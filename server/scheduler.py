@@ -205,15 +205,21 @@ class Scheduler:
         """Lead or stand by until ``stop`` is set."""
         log.info("scheduler started", jobs=[job.actor_name for job in self.jobs],
                  timezone=str(self.timezone))
+        announced_standby = False
         try:
             while not stop.is_set():
                 if await self.lock.try_acquire():
+                    announced_standby = False
                     await self._lead(stop)
                     if stop.is_set():
                         break
                     # Lost the lock: give a standby the first chance to take over.
                     await _wait(stop, self.retry_interval * 2)
                 else:
+                    if not announced_standby:
+                        log.info("another scheduler leads; standing by",
+                                 retry_seconds=self.retry_interval)
+                        announced_standby = True
                     await _wait(stop, self.retry_interval)
         finally:
             await self.lock.release()
