@@ -50,7 +50,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/questline dev
+	@$(BIN)/questline dev
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
