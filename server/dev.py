@@ -146,7 +146,7 @@ class Supervisor:
                         child.process.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + self.stop_timeout
             while not hurry and time.monotonic() < deadline:
-                if all(not _group_alive(c.pgid) for c in self.children):
+                if not any(_group_alive(c) for c in self.children):
                     break
                 time.sleep(0.1)
             for child in self.children:  # whatever is left, including grandchildren
@@ -162,21 +162,15 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def _group_alive(pgid: int) -> bool:
-    """True while any process of the group exists (zombies of ours excepted, see below)."""
+def _group_alive(child: Child) -> bool:
+    """True while any process of the child's group exists."""
+    child.process.poll()  # reap our own exited child first: a zombie still counts as a member
     try:
-        os.killpg(pgid, 0)
+        os.killpg(child.pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # The group leader may be our own exited-but-unreaped child: reap it and look again.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pgid, os.WNOHANG)
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
     return True
 
 

@@ -24,10 +24,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc"),
-]
+from server.dev import Supervisor
+
+LINUX_PROC = pytest.mark.skipif(
+    not Path("/proc/self/environ").exists(), reason="needs Linux /proc"
+)
 
 READY_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
@@ -73,6 +74,43 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_supervisor_kills_what_ignores_sigterm_grandchildren_included() -> None:
+    supervisor = Supervisor(os.environ, stop_timeout=1.0)
+    child = supervisor.start("stubborn", ["sh", "-c", "trap '' TERM; sleep 60 & sleep 60; wait"])
+    time.sleep(0.3)
+    started = time.monotonic()
+    supervisor.stop_all()
+    assert time.monotonic() - started < 5
+    assert child.process.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 5  # the orphaned grandchild is reaped by init
+    while group_exists(child.pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not group_exists(child.pgid)
+
+
+def test_supervisor_reports_the_first_child_to_exit() -> None:
+    supervisor = Supervisor(os.environ, stop_timeout=5.0)
+    sleeper = supervisor.start("sleeper", ["sleep", "60"])
+    supervisor.start("failing", ["sh", "-c", "exit 3"])
+    try:
+        exited = supervisor.wait(poll_interval=0.05)
+        assert exited.name == "failing" and exited.process.returncode == 3
+    finally:
+        supervisor.stop_all()
+    assert sleeper.process.returncode == -signal.SIGTERM
+    assert not group_exists(sleeper.pgid)
+
+
+@pytest.mark.slow
+@LINUX_PROC
 def test_dev_serves_and_leaves_no_process_behind(workdir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
     env["QUESTLINE_DATA_DIR"] = str(workdir / "data")
