@@ -69,16 +69,107 @@ async def seed_members(session: AsyncSession) -> int:
     return created
 
 
+@dataclass(frozen=True)
+class DemoTier:
+    key: str
+    name: str
+    rank: int
+    xp_threshold: int
+    points_multiplier: float
+    retention_xp: int | None
+    benefits: tuple[str, ...]
+
+
+DEMO_TIERS: tuple[DemoTier, ...] = (
+    DemoTier("bronze", "Bronze", 0, 0, 1.0, None, ("Birthday drink",)),
+    DemoTier("silver", "Silver", 1, 1_000, 1.25, 500,
+             ("Birthday drink", "Free oat milk", "25% more points")),
+    DemoTier("gold", "Gold", 2, 5_000, 1.5, 2_500,
+             ("Birthday drink", "Free oat milk", "50% more points", "Members-only tastings")),
+)
+
+
+async def seed_tiers(session: AsyncSession) -> int:
+    """Bronze, Silver and Gold; tiers that already exist (maybe edited by an admin) are kept."""
+    if not _module_exists("members.tiers"):
+        return 0
+    from members.tiers import TierInput, list_tiers, upsert_tier
+
+    existing = {tier.key for tier in await list_tiers(session)}
+    created = 0
+    for demo in DEMO_TIERS:
+        if demo.key in existing:
+            continue
+        await upsert_tier(
+            session,
+            TierInput(
+                key=demo.key,
+                name=demo.name,
+                rank=demo.rank,
+                xp_threshold=demo.xp_threshold,
+                points_multiplier=demo.points_multiplier,
+                retention_xp=demo.retention_xp,
+                benefits=demo.benefits,
+            ),
+        )
+        created += 1
+    return created
+
+
+@dataclass(frozen=True)
+class DemoGrant:
+    external_id: str
+    amount: int
+    currency: str
+    memo: str
+
+
+# Opening balances: what a few weeks of coffee would have earned (xp mirrors points earned).
+DEMO_GRANTS: tuple[DemoGrant, ...] = (
+    DemoGrant("alice", 1_250, "points", "Purchases, first weeks"),
+    DemoGrant("alice", 1_250, "xp", "Purchases, first weeks"),
+    DemoGrant("bob", 430, "points", "Purchases, first weeks"),
+    DemoGrant("bob", 430, "xp", "Purchases, first weeks"),
+    DemoGrant("chloe", 2_800, "points", "Purchases, first weeks"),
+    DemoGrant("chloe", 2_800, "xp", "Purchases, first weeks"),
+    DemoGrant("diego", 90, "points", "Purchases, first weeks"),
+    DemoGrant("diego", 90, "xp", "Purchases, first weeks"),
+    DemoGrant("emma", 5_200, "points", "Purchases, first weeks"),
+    DemoGrant("emma", 5_200, "xp", "Purchases, first weeks"),
+)
+DEMO_POINTS_LIFETIME_DAYS = 365
+
+
 async def seed_ledger(session: AsyncSession) -> int:
-    """Opening balances, once the ledger exists (its idempotency keys make this repeatable)."""
+    """Opening balances through the ledger. Each grant has a fixed idempotency key (and a
+    lifetime in days rather than a date), so a second run replays instead of granting."""
     if not _module_exists("ledger.service"):
         return 0
-    return 0  # filled in when the ledger's grant operation lands
+    from ledger.service import grant
+    from members.service import get_member_by_external_id
+
+    created = 0
+    for demo in DEMO_GRANTS:
+        member = await get_member_by_external_id(session, demo.external_id)
+        if member is None:
+            continue
+        posted = await grant(
+            session,
+            member.id,
+            demo.amount,
+            idempotency_key=f"demo:opening:{demo.external_id}:{demo.currency}",
+            currency=demo.currency,
+            memo=demo.memo,
+            lifetime_days=DEMO_POINTS_LIFETIME_DAYS if demo.currency == "points" else None,
+        )
+        created += int(not posted.replayed)
+    return created
 
 
 Seeder = Callable[[AsyncSession], Awaitable[int]]
 
 SEEDERS: list[tuple[str, Seeder]] = [
+    ("tiers", seed_tiers),
     ("members", seed_members),
     ("ledger", seed_ledger),
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import re
 
 import asyncpg
 import pytest
@@ -10,6 +12,7 @@ from typer.testing import CliRunner
 
 from server.auth import Role, decode_token, principal_for_api_key
 from server.cli import app, describe
+from server.demo import DEMO_GRANTS, DEMO_MEMBERS, DEMO_TIERS
 from server.runtime import Runtime
 from server.settings import Settings, get_settings
 from tests.support import plain_dsn
@@ -89,14 +92,27 @@ def test_migrate_is_idempotent(database_url: str) -> None:
         assert "up to date" in result.stdout
 
 
+def seed_report(stdout: str) -> dict[str, int]:
+    """``Demo program loaded (created tiers: 3, members: 6, ledger: 10).`` as a dict."""
+    match = re.search(r"created (.*)\)", stdout)
+    assert match, stdout
+    return {name: int(count) for name, count in
+            (part.split(": ") for part in match.group(1).split(", "))}
+
+
 def test_seed_demo_twice_creates_nothing_twice(database_url: str) -> None:
     first = runner.invoke(app, ["seed-demo"])
     assert first.exit_code == 0, first.output
-    assert "members: 6" in first.stdout
+    created = seed_report(first.stdout)
+    assert created["members"] == len(DEMO_MEMBERS)
+    if importlib.util.find_spec("ledger.service"):
+        assert created["ledger"] == len(DEMO_GRANTS)
+    if importlib.util.find_spec("members.tiers"):
+        assert created["tiers"] == len(DEMO_TIERS)
 
     second = runner.invoke(app, ["seed-demo"])
     assert second.exit_code == 0, second.output
-    assert "members: 0" in second.stdout
+    assert set(seed_report(second.stdout).values()) == {0}
 
     async def members() -> list[tuple[str, str | None]]:
         conn = await asyncpg.connect(plain_dsn(database_url))
@@ -110,7 +126,7 @@ def test_seed_demo_twice_creates_nothing_twice(database_url: str) -> None:
         return [(row["external_id"], row["referrer"]) for row in rows]
 
     rows = asyncio.run(members())
-    assert len(rows) == 6
+    assert len(rows) == len(DEMO_MEMBERS)
     assert ("bob", "alice") in rows
 
 
