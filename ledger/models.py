@@ -62,9 +62,7 @@ class Account(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
     member_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("members.id"))
-    currency: Mapped[str] = mapped_column(
-        String(32), ForeignKey("currencies.key"), nullable=False
-    )
+    currency: Mapped[str] = mapped_column(String(32), ForeignKey("currencies.key"), nullable=False)
     kind: Mapped[str] = mapped_column(String(32), nullable=False)
     allow_negative: Mapped[bool] = mapped_column(
         Boolean, nullable=False, server_default=text("false")

@@ -48,9 +48,7 @@ async def balances_for_members(
     members without accounts get zeros. One query for any number of members (DataLoaders)."""
     if not member_ids:
         return {}
-    available = case(
-        (Account.kind == "available", Account.balance - _unspendable_now()), else_=0
-    )
+    available = case((Account.kind == "available", Account.balance - _unspendable_now()), else_=0)
     rows = await session.execute(
         select(
             Account.member_id,

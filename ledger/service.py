@@ -98,12 +98,10 @@ _GRANT = (
     " FROM ledger_grant($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 )
 _DEBIT = (
-    "SELECT o_status, o_tx, o_created_at"
-    " FROM ledger_debit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    "SELECT o_status, o_tx, o_created_at FROM ledger_debit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 )
 _TRANSFER = (
-    "SELECT o_status, o_tx, o_created_at"
-    " FROM ledger_transfer($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    "SELECT o_status, o_tx, o_created_at FROM ledger_transfer($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 )
 _PENDING = (
     "SELECT o_status, o_tx, o_created_at"
@@ -464,9 +462,13 @@ async def _drain(
     return Settlement(count, amount, batches)
 
 
-def _as_of(as_of: datetime | None) -> datetime:
+def as_of_or_now(as_of: datetime | None) -> datetime:
+    """A settlement time: the given one (made timezone-aware) or now."""
     moment = aware(as_of, "asOf")
     return moment if moment is not None else datetime.now(UTC)
+
+
+_as_of = as_of_or_now
 
 
 async def post_batch(

@@ -46,12 +46,14 @@ def _tables() -> None:
         _created_at(),
         sa.PrimaryKeyConstraint("id", name="pk_accounts"),
         sa.UniqueConstraint("key", name="uq_accounts_key"),
-        sa.ForeignKeyConstraint(["member_id"], ["members.id"], name="fk_accounts_member_id_members"),
+        sa.ForeignKeyConstraint(
+            ["member_id"], ["members.id"], name="fk_accounts_member_id_members"
+        ),
         sa.ForeignKeyConstraint(
             ["currency"], ["currencies.key"], name="fk_accounts_currency_currencies"
         ),
         sa.CheckConstraint(
-            "allow_negative OR balance >= 0", name="ck_accounts_balance_non_negative"
+            "allow_negative OR balance >= 0", name=op.f("ck_accounts_balance_non_negative")
         ),
     )
     op.create_index("ix_accounts_member_id", "accounts", ["member_id"])
@@ -94,7 +96,7 @@ def _tables() -> None:
         sa.Column("amount", sa.BigInteger(), nullable=False),
         _created_at(),
         sa.PrimaryKeyConstraint("id", name="pk_postings"),
-        sa.CheckConstraint("amount <> 0", name="ck_postings_amount_non_zero"),
+        sa.CheckConstraint("amount <> 0", name=op.f("ck_postings_amount_non_zero")),
     )
     op.create_index("ix_postings_account_id_id", "postings", ["account_id", "id"])
     op.create_index("ix_postings_transaction_id", "postings", ["transaction_id"])
@@ -110,12 +112,14 @@ def _tables() -> None:
         _created_at(),
         sa.PrimaryKeyConstraint("id", name="pk_lots"),
         sa.CheckConstraint(
-            "amount > 0 AND amount <= 1000000000", name="ck_lots_amount_in_range"
+            "amount > 0 AND amount <= 1000000000", name=op.f("ck_lots_amount_in_range")
         ),
         sa.CheckConstraint(
-            "remaining >= 0 AND remaining <= amount", name="ck_lots_remaining_in_range"
+            "remaining >= 0 AND remaining <= amount", name=op.f("ck_lots_remaining_in_range")
         ),
-        sa.CheckConstraint("expired >= 0 AND expired <= amount", name="ck_lots_expired_in_range"),
+        sa.CheckConstraint(
+            "expired >= 0 AND expired <= amount", name=op.f("ck_lots_expired_in_range")
+        ),
     )
     op.create_index(
         "ix_lots_open_by_account",
@@ -168,7 +172,8 @@ def _tables() -> None:
             name="fk_pending_credits_settled_transaction_id_transactions",
         ),
         sa.CheckConstraint(
-            "status IN ('pending', 'vested', 'voided')", name="ck_pending_credits_status_known"
+            "status IN ('pending', 'vested', 'voided')",
+            name=op.f("ck_pending_credits_status_known"),
         ),
     )
     op.create_index(
@@ -277,7 +282,8 @@ BEGIN
 END $$;
 
 -- The caller has checked that the member and the currency exist.
-CREATE OR REPLACE FUNCTION ledger_member_account(p_member bigint, p_currency text, p_pending boolean)
+CREATE OR REPLACE FUNCTION ledger_member_account(
+    p_member bigint, p_currency text, p_pending boolean)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     v_key text := 'member:' || p_member || ':' || p_currency

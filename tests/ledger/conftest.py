@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from members.models import Member
@@ -81,11 +81,6 @@ async def run(runtime: Runtime, op: Callable[[AsyncSession], Awaitable[Any]]) ->
     """Run one operation in its own committed transaction."""
     async with runtime.transaction() as session:
         return await op(session)
-
-
-async def lot_count(runtime: Runtime) -> int:
-    async with runtime.transaction() as session:
-        return int((await session.execute(select(func.count()).select_from(text("lots")))).scalar_one())
 
 
 @pytest.fixture

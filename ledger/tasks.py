@@ -1,0 +1,73 @@
+"""Dramatiq actors of the ledger. Both are idempotent and safe to run concurrently: every
+expiry and every vest is keyed (``expire:lot:<id>``, ``vest:<id>``) and takes the member
+account locks in id order before re-reading what is due.
+
+The work is in plain async functions (``run_settle_expirations``, ``run_vest_pending``) that
+commit after every batch, so a long backlog never holds locks for long and a crash loses at
+most one batch (which the next run redoes). The scheduler sends both hourly by default.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import server.broker  # noqa: F401  (configures the global broker before actors are declared)
+from ledger import service
+from ledger.types import BatchOutcome, Settlement
+from server.broker import actor, worker_runtime
+from server.runtime import Runtime
+
+
+async def _drain(
+    runtime: Runtime, kind: str, as_of: datetime | None, batch_size: int
+) -> Settlement:
+    count = amount = batches = 0
+    when = service.as_of_or_now(as_of)
+    while True:
+        async with runtime.transaction() as session:
+            outcome: BatchOutcome
+            if kind == "expire":
+                outcome = await service.settle_expirations_batch(session, when, batch_size)
+            else:
+                outcome = await service.vest_pending_batch(session, when, batch_size)
+        batches += 1
+        count += outcome.count
+        amount += outcome.amount
+        if outcome.count == 0 or outcome.candidates < batch_size:
+            return Settlement(count, amount, batches)
+
+
+async def run_settle_expirations(
+    runtime: Runtime,
+    as_of: datetime | None = None,
+    batch_size: int = service.DEFAULT_BATCH_SIZE,
+) -> Settlement:
+    """Expire every lot due by ``as_of`` (default now), committing after each batch."""
+    return await _drain(runtime, "expire", as_of, batch_size)
+
+
+async def run_vest_pending(
+    runtime: Runtime,
+    as_of: datetime | None = None,
+    batch_size: int = service.DEFAULT_BATCH_SIZE,
+) -> Settlement:
+    """Vest every pending credit due by ``as_of`` (default now), committing after each batch."""
+    return await _drain(runtime, "vest", as_of, batch_size)
+
+
+def _parse(as_of: str | None) -> datetime | None:
+    return datetime.fromisoformat(as_of) if as_of else None
+
+
+@actor("ledger.settle_expirations", max_retries=3, time_limit=30 * 60 * 1000)
+async def settle_expirations(as_of: str | None = None) -> dict[str, int]:
+    """Expire due lots. ``as_of``: an ISO 8601 time (default: now; never later than now)."""
+    result = await run_settle_expirations(await worker_runtime(), _parse(as_of))
+    return {"lots": result.count, "points": result.amount, "batches": result.batches}
+
+
+@actor("ledger.vest_pending", max_retries=3, time_limit=30 * 60 * 1000)
+async def vest_pending(as_of: str | None = None) -> dict[str, int]:
+    """Make due pending credits available. ``as_of`` as for ``settle_expirations``."""
+    result = await run_vest_pending(await worker_runtime(), _parse(as_of))
+    return {"credits": result.count, "points": result.amount, "batches": result.batches}

@@ -1,0 +1,65 @@
+"""post_batch: many grants in one round trip, all or nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ledger import service
+from ledger.errors import LedgerError
+from ledger.types import BatchGrant
+from server.runtime import Runtime
+from tests.ledger.conftest import account_balance, create_members, row_counts, run
+
+
+async def test_batch_posts_every_entry(runtime: Runtime) -> None:
+    members = await create_members(runtime, 3)
+    later = datetime.now(UTC) + timedelta(days=9)
+    entries = [
+        BatchGrant(
+            m,
+            10 * (i + 1),
+            f"import-{i}",
+            memo="opening balance",
+            expires_at=later if i == 0 else None,
+        )
+        for i, m in enumerate(members)
+    ] + [BatchGrant(members[0], 7, "import-xp", currency="xp")]
+    posted = await run(runtime, lambda s: service.post_batch(s, entries, lifetime_days=365))
+    assert len(posted) == 4 and not any(p.replayed for p in posted)
+    assert len({p.transaction_id for p in posted}) == 4
+    async with runtime.transaction() as session:
+        got = await service.balances_for_members(session, members)
+        assert [got[m].available for m in members] == [10, 20, 30]
+        assert (await service.balances(session, members[0], "xp")).available == 7
+        lots = await service.expiring_lots(session, members[0], within_days=10)
+    assert [lot.amount for lot in lots] == [10]
+    assert await account_balance(runtime, "system:issuance:points") == -60
+    # the same batch again is a replay of every entry and moves nothing
+    again = await run(runtime, lambda s: service.post_batch(s, entries, lifetime_days=365))
+    assert all(p.replayed for p in again)
+    assert [p.transaction_id for p in again] == [p.transaction_id for p in posted]
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        (BatchGrant(999_999, 5, "x"), "NOT_FOUND"),
+        (BatchGrant(0, 5, "x", currency="gold"), "INVALID_INPUT"),
+        (BatchGrant(0, 0, "x"), "INVALID_INPUT"),
+        (BatchGrant(0, 5, "seed"), "IDEMPOTENCY_CONFLICT"),
+        (BatchGrant(0, 5, "dup"), "INVALID_INPUT"),
+    ],
+)
+async def test_one_bad_entry_writes_nothing(runtime: Runtime, bad: BatchGrant, code: str) -> None:
+    (member,) = await create_members(runtime, 1)
+    await run(runtime, lambda s: service.grant(s, member, 1, idempotency_key="seed"))
+    if bad.member_id == 0:
+        bad = BatchGrant(member, bad.amount, bad.idempotency_key, currency=bad.currency)
+    entries = [BatchGrant(member, 5, "dup"), BatchGrant(member, 6, "ok-2"), bad]
+    before = await row_counts(runtime)
+    with pytest.raises(LedgerError) as caught:
+        await run(runtime, lambda s: service.post_batch(s, entries))
+    assert caught.value.code == code
+    assert await row_counts(runtime) == before
