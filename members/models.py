@@ -1,10 +1,24 @@
-"""Members: the people a program rewards, identified by the client application's own id."""
+"""Members and what belongs to them: program settings, tiers, tier and lifecycle history."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 
-from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Identity, String, func
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base
@@ -25,3 +39,89 @@ class Member(Base):
     )
     last_active_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     referred_by_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("members.id"))
+    tier_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("tiers.id"), index=True)
+    tier_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The stage the daily scan last recorded (the API computes the live one: see lifecycle.py).
+    lifecycle_stage: Mapped[str | None] = mapped_column(String(16))
+
+
+class ProgramSettingsRow(Base):
+    __tablename__ = "program_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False, server_default="UTC")
+    welcome_points: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    birthday_points: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    points_lifetime_days: Mapped[int | None] = mapped_column(Integer, server_default="365")
+    pending_days: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    referrer_reward: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    referee_reward: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    referral_qualifying_event: Mapped[str | None] = mapped_column(
+        String(64), server_default="purchase"
+    )
+    max_referral_rewards_per_month: Mapped[int | None] = mapped_column(Integer)
+    new_member_days: Mapped[int] = mapped_column(Integer, nullable=False, server_default="7")
+    retained_days: Mapped[int] = mapped_column(Integer, nullable=False, server_default="90")
+    loyal_days: Mapped[int] = mapped_column(Integer, nullable=False, server_default="365")
+    at_risk_days: Mapped[int] = mapped_column(Integer, nullable=False, server_default="15")
+    lapsed_days: Mapped[int] = mapped_column(Integer, nullable=False, server_default="60")
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class Tier(Base):
+    __tablename__ = "tiers"
+    __table_args__ = (
+        CheckConstraint("xp_threshold >= 0", name="xp_threshold_non_negative"),
+        CheckConstraint("points_multiplier > 0", name="points_multiplier_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    rank: Mapped[int] = mapped_column(Integer, unique=True, nullable=False)
+    xp_threshold: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    points_multiplier: Mapped[Decimal] = mapped_column(
+        Numeric(6, 3), nullable=False, server_default="1.0"
+    )
+    retention_xp: Mapped[int | None] = mapped_column(BigInteger)
+    window_days: Mapped[int | None] = mapped_column(Integer, server_default="365")
+    benefits: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class TierChange(Base):
+    """Every change of a member's tier, with its reason (never updated)."""
+
+    __tablename__ = "tier_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    member_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("members.id"), nullable=False, index=True
+    )
+    from_tier_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("tiers.id"))
+    to_tier_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("tiers.id"))
+    reason: Mapped[str] = mapped_column(String(32), nullable=False)  # upgrade | retention | ...
+    xp_in_window: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class LifecycleChange(Base):
+    """A member's lifecycle stage changed (recorded once per change by the daily scan)."""
+
+    __tablename__ = "lifecycle_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    member_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("members.id"), nullable=False, index=True
+    )
+    from_stage: Mapped[str | None] = mapped_column(String(16))
+    to_stage: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )

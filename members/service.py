@@ -5,14 +5,16 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from members.models import Member
+from members.lifecycle import STAGE_SQL, Stage, stage_params
+from members.models import Member, Tier
+from members.program import get_program
+from members.validation import validate_external_id, validate_timezone
 from server.errors import DomainError, ErrorCode, invalid, not_found
 
 # Unambiguous characters only: codes are read aloud and typed on phones.
@@ -23,22 +25,6 @@ MEMBER_STATUSES = ("active", "suspended")
 
 def new_referral_code() -> str:
     return "".join(secrets.choice(REFERRAL_ALPHABET) for _ in range(REFERRAL_CODE_LENGTH))
-
-
-def validate_timezone(name: str, field: str = "timezone") -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise invalid(f"unknown timezone {name!r}", field) from exc
-    return name
-
-
-def validate_external_id(external_id: str) -> str:
-    if not external_id or len(external_id) > 255 or external_id != external_id.strip():
-        raise invalid(
-            "externalId must be 1 to 255 characters, without surrounding spaces", "externalId"
-        )
-    return external_id
 
 
 @dataclass(frozen=True)
@@ -131,6 +117,10 @@ class MemberListFilter:
     search: str | None = None  # prefix of externalId or displayName
     joined_after: datetime | None = None
     joined_before: datetime | None = None
+    tier_key: str | None = None
+    stage: str | None = None  # a lifecycle stage, computed live (see members.lifecycle)
+    min_days_inactive: int | None = None
+    now: datetime | None = None  # the clock for stage and inactivity (default: now)
 
 
 async def list_members(
@@ -154,4 +144,49 @@ async def list_members(
         query = query.where(Member.joined_at >= filters.joined_after)
     if filters.joined_before:
         query = query.where(Member.joined_at < filters.joined_before)
+    now = filters.now or datetime.now(UTC)
+    if filters.tier_key is not None:
+        tier_id = await session.scalar(select(Tier.id).where(Tier.key == filters.tier_key))
+        if tier_id is None:
+            raise not_found(f"no tier {filters.tier_key!r}", "filter.tier")
+        query = query.where(Member.tier_id == tier_id)
+    if filters.min_days_inactive is not None:
+        if filters.min_days_inactive < 0:
+            raise invalid("daysInactive cannot be negative", "filter.daysInactive")
+        last_seen = func.coalesce(Member.last_active_at, Member.joined_at)
+        query = query.where(last_seen <= now - timedelta(days=filters.min_days_inactive))
+    if filters.stage is not None:
+        if filters.stage not in Stage.__members__:
+            raise invalid(f"stage must be one of {', '.join(Stage)}", "filter.stage")
+        params = stage_params(now, await get_program(session))
+        query = query.where(
+            text(f"({STAGE_SQL}) = :wanted_stage").bindparams(wanted_stage=filters.stage, **params)
+        )
     return list(await session.scalars(query))
+
+
+async def set_status(session: AsyncSession, external_id: str, status: str) -> Member:
+    """Suspend or reactivate a member. A suspended member can neither earn nor redeem."""
+    if status not in MEMBER_STATUSES:
+        raise invalid(f"status must be one of {', '.join(MEMBER_STATUSES)}", "status")
+    member = await require_member(session, external_id)
+    member.status = status
+    await session.flush()
+    return member
+
+
+def require_active(member: Member) -> Member:
+    if member.status != "active":
+        raise DomainError(ErrorCode.NOT_ELIGIBLE, "this member is suspended", "externalId")
+    return member
+
+
+async def touch(session: AsyncSession, member_id: int, now: datetime) -> None:
+    """Record member activity (every member action calls this): ``lastActiveAt`` only ever
+    moves forward, so a late event cannot make a member look less recently active."""
+    await session.execute(
+        update(Member)
+        .where(Member.id == member_id)
+        .where((Member.last_active_at.is_(None)) | (Member.last_active_at < now))
+        .values(last_active_at=now)
+    )

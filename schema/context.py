@@ -46,7 +46,7 @@ class Context:
         """The request's read session, for one resolver at a time."""
         async with self._read_lock:
             if self._read_session is None:
-                self._read_session = self.runtime.sessionmaker()
+                self._read_session = self.runtime.read_sessionmaker()
             yield self._read_session
 
     @asynccontextmanager

@@ -12,6 +12,7 @@ from datetime import date, datetime
 import strawberry
 
 from members.models import Member as MemberModel
+from schema.program import MemberTierFields
 
 
 @strawberry.type
@@ -29,7 +30,7 @@ class MemberCoreFields:
 
 
 @strawberry.type(description="A member of the loyalty program.")
-class Member(MemberCoreFields):
+class Member(MemberCoreFields, MemberTierFields):
     pass
 
 
@@ -45,4 +46,7 @@ def member_from_model(model: MemberModel) -> Member:
         birthday=model.birthday,
         timezone=model.timezone,
         status=model.status,
+        tier_id=model.tier_id,
+        joined_at_value=model.joined_at,
+        last_active_value=model.last_active_at,
     )

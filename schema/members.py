@@ -56,6 +56,13 @@ class MemberFilter:
     )
     joined_after: datetime | None = None
     joined_before: datetime | None = None
+    tier: str | None = strawberry.field(default=None, description="a tier key")
+    stage: str | None = strawberry.field(
+        default=None, description="a lifecycle stage, e.g. AT_RISK (for win-back campaigns)"
+    )
+    days_inactive: int | None = strawberry.field(
+        default=None, description="members inactive for at least this many days"
+    )
 
 
 @strawberry.type
@@ -90,6 +97,9 @@ class MemberQueries:
                     search=criteria.search,
                     joined_after=criteria.joined_after,
                     joined_before=criteria.joined_before,
+                    tier_key=criteria.tier,
+                    stage=criteria.stage,
+                    min_days_inactive=criteria.days_inactive,
                 ),
             )
         return build_connection(rows, limit, "member", lambda m: str(m.id), member_from_model)
@@ -110,8 +120,33 @@ class RegisterMemberPayload:
     errors: list[UserError]
 
 
+@strawberry.input
+class SetMemberStatusInput:
+    external_id: str
+    status: str = strawberry.field(description="active or suspended")
+
+
+@strawberry.type
+class MemberPayload:
+    member: Member | None
+    errors: list[UserError]
+
+
 @strawberry.type
 class MemberMutations:
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Suspend (no earning, no redeeming) or reactivate a member.",
+    )
+    async def set_member_status(self, info: Info, input: SetMemberStatusInput) -> MemberPayload:
+        async def work(session: AsyncSession) -> MemberPayload:
+            member = await service.set_status(session, input.external_id, input.status)
+            return MemberPayload(member=member_from_model(member), errors=[])
+
+        return await run_in_transaction(
+            info, work, lambda errors: MemberPayload(member=None, errors=errors)
+        )
+
     @strawberry.mutation(
         description="Register a member; idempotent by externalId (admin, events key, or the "
         "member's own token)."

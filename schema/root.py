@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import strawberry
 from strawberry.extensions import (
+    AddValidationRules,
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -20,10 +21,11 @@ from strawberry.tools import merge_types
 from schema.errors import should_mask_error
 from schema.extensions import CloseRequestResources
 from schema.members import MemberMutations, MemberQueries
+from schema.program import ProgramMutations, ProgramQueries
 from server.settings import Settings, get_settings
 
-QUERIES: tuple[type, ...] = (MemberQueries,)
-MUTATIONS: tuple[type, ...] = (MemberMutations,)
+QUERIES: tuple[type, ...] = (MemberQueries, ProgramQueries)
+MUTATIONS: tuple[type, ...] = (MemberMutations, ProgramMutations)
 
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)
@@ -31,14 +33,18 @@ Mutation = merge_types("Mutation", MUTATIONS)
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or get_settings()
+    # The limit rules are built once: strawberry constructs extensions per request, and the
+    # validation cache is keyed by the rule classes, so rules made per request (as the
+    # limiter extensions do) would miss the cache on every request.
+    limit_rules = [
+        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+    ]
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
         extensions=[
-            # Factories: strawberry builds the extensions per request. The parser and
-            # validation caches live at module level, so they are shared across requests.
-            lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
-            lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+            lambda: AddValidationRules(limit_rules),
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             lambda: ParserCache(maxsize=1024),
             lambda: ValidationCache(maxsize=1024),

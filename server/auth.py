@@ -17,6 +17,7 @@ import jwt
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.cache import TTLCache
 from server.models import ApiKey
 from server.settings import Settings
 
@@ -120,16 +121,15 @@ async def create_api_key(session: AsyncSession, *, name: str, scope: str) -> str
 
 
 # Resolved API keys, cached briefly so a busy back-end does not cost a query per request.
-# A revoked key stops working within API_KEY_CACHE_SECONDS in every API process.
-API_KEY_CACHE_SECONDS = 30.0
-_api_key_cache: dict[str, tuple[float, Principal]] = {}
+# A revoked key stops working within 30 seconds in every API process.
+_api_key_cache: TTLCache[str, Principal] = TTLCache(seconds=30.0)
 
 
 async def principal_for_api_key(session: AsyncSession, key: str) -> Principal:
     key_hash = hash_api_key(key)
     cached = _api_key_cache.get(key_hash)
-    if cached is not None and cached[0] > time.monotonic():
-        return cached[1]
+    if cached is not None:
+        return cached
     row = (
         await session.execute(
             select(ApiKey.name, ApiKey.scope).where(
@@ -140,11 +140,7 @@ async def principal_for_api_key(session: AsyncSession, key: str) -> Principal:
     if row is None:
         raise AuthError("unknown or revoked API key")
     role = Role.ADMIN if row.scope == "admin" else Role.EVENTS
-    principal = Principal(role, key_name=row.name)
-    if len(_api_key_cache) > 10_000:
-        _api_key_cache.clear()
-    _api_key_cache[key_hash] = (time.monotonic() + API_KEY_CACHE_SECONDS, principal)
-    return principal
+    return _api_key_cache.put(key_hash, Principal(role, key_name=row.name))
 
 
 async def authenticate(

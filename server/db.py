@@ -43,7 +43,10 @@ def make_engine(url: str, pool_size: int = 20, max_overflow: int = 10) -> AsyncE
         to_async_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        # No pre-ping (a round trip per checkout): a connection that died with the server
+        # fails its next statement, SQLAlchemy then invalidates the whole pool and the
+        # following requests reconnect.
+        pool_recycle=1800,
         connect_args={"server_settings": {"application_name": "questline"}},
     )
 

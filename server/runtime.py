@@ -36,6 +36,9 @@ class Runtime:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     redis: aioredis.Redis
+    # Sessions for read-only request work: autocommit, so a read costs no BEGIN/ROLLBACK
+    # round trips. Never write through them (there is no transaction to make writes atomic).
+    read_sessionmaker: async_sessionmaker[AsyncSession]
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -45,7 +48,8 @@ class Runtime:
         client = aioredis.Redis.from_url(
             settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
         )
-        return cls(settings, engine, make_sessionmaker(engine), client)
+        reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        return cls(settings, engine, make_sessionmaker(engine), client, make_sessionmaker(reader))
 
     async def close(self) -> None:
         await self.redis.aclose()

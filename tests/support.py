@@ -6,6 +6,8 @@ import asyncpg
 import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
+from server.cache import clear_all
+
 # Rows the migrations insert and the tests must keep (reference data such as system accounts).
 KEEP_TABLES = {"alembic_version"}
 
@@ -32,6 +34,7 @@ async def reset_database(url: str) -> None:
         )
     finally:
         await conn.close()
+    clear_all()  # per-process caches must not outlive the rows they copied
 
 
 async def reset_redis(url: str) -> None:

@@ -116,3 +116,40 @@ async def test_members_pagination_and_filter(api: GraphQLClient) -> None:
     assert too_big.error_codes == ["INVALID_INPUT"]
     bad_cursor = await api.admin('{ members(after: "garbage!") { edges { cursor } } }')
     assert bad_cursor.error_codes == ["INVALID_INPUT"]
+
+
+async def test_admin_filters_by_tier_stage_and_inactivity(api: GraphQLClient) -> None:
+    from tests.members.test_program_and_tiers_api import upsert_tier
+
+    await upsert_tier(api, key="base", name="Base", rank=0, xpThreshold=0)
+    await api.register("quiet")
+    query = """query($filter: MemberFilter) {
+      members(filter: $filter) { edges { node { externalId lifecycleStage } } } }"""
+
+    async def matching(**criteria: object) -> list[str]:
+        result = await api.admin(query, {"filter": criteria})
+        return [e["node"]["externalId"] for e in result.data["members"]["edges"]]
+
+    assert await matching(stage="NEW") == ["quiet"]
+    assert await matching(stage="AT_RISK") == []
+    assert await matching(daysInactive=0) == ["quiet"]
+    assert await matching(daysInactive=3) == []
+    assert await matching(tier="base") == []  # no xp posted yet: no tier
+    unknown = await api.admin(query, {"filter": {"tier": "platinum"}})
+    assert unknown.error_codes == ["NOT_FOUND"]
+    bad_stage = await api.admin(query, {"filter": {"stage": "SLEEPY"}})
+    assert bad_stage.error_codes == ["INVALID_INPUT"]
+
+
+async def test_suspend_member(api: GraphQLClient) -> None:
+    await api.register("naughty")
+    mutation = """mutation($input: SetMemberStatusInput!) {
+      setMemberStatus(input: $input) { member { status } errors { code field } } }"""
+    done = await api.admin(mutation, {"input": {"externalId": "naughty", "status": "suspended"}})
+    assert done.data["setMemberStatus"] == {"member": {"status": "suspended"}, "errors": []}
+    bad = await api.admin(mutation, {"input": {"externalId": "naughty", "status": "gone"}})
+    assert bad.data["setMemberStatus"]["errors"] == [{"code": "INVALID_INPUT", "field": "status"}]
+    missing = await api.admin(mutation, {"input": {"externalId": "nobody", "status": "active"}})
+    assert missing.data["setMemberStatus"]["errors"] == [
+        {"code": "NOT_FOUND", "field": "externalId"}
+    ]

@@ -1,0 +1,270 @@
+"""What the benchmarks share: a scratch database, a running API, and an HTTP load generator.
+
+Each benchmark uses ``QUESTLINE_DATABASE_URL`` / ``QUESTLINE_REDIS_URL`` when set (else the
+embedded servers), creates its own scratch database (dropped afterwards) and prints one JSON
+line of figures. HTTP load comes from ``wrk`` (Debian package ``wrk``) when installed, as the
+issue's reference figures do; otherwise from a small asyncio client in this process, which is
+slower and says so in its output (``"load_generator": "python"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server.embedded import resolve_services  # noqa: E402
+from server.migrate import upgrade_head  # noqa: E402
+from server.settings import Settings  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Servers:
+    database_url: str  # the scratch database
+    redis_url: str
+
+
+def _plain(url: str, database: str | None = None) -> str:
+    parsed = make_url(url).set(drivername="postgresql")
+    if database:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def scratch_servers(prefix: str) -> Iterator[Servers]:
+    """A fresh, migrated database on the configured (or embedded) server; dropped at exit."""
+    urls = resolve_services(Settings())
+    name = f"questline_bench_{prefix}_{secrets.token_hex(3)}"
+    admin = _plain(urls.database_url)
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    url = make_url(urls.database_url).set(drivername="postgresql+asyncpg", database=name)
+    database_url = url.render_as_string(hide_password=False)
+    try:
+        upgrade_head(database_url)
+        yield Servers(database_url, urls.redis_url)
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_api(servers: Servers, workers: int = 2, **env: str) -> Iterator[str]:
+    """``questline serve --workers N`` on a free port; yields the base URL."""
+    port = free_port()
+    child_env = {
+        **os.environ,
+        "QUESTLINE_DATABASE_URL": servers.database_url,
+        "QUESTLINE_REDIS_URL": servers.redis_url,
+        "QUESTLINE_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    log = tempfile.NamedTemporaryFile(prefix="questline-bench-", suffix=".log", delete=False)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", str(port),
+         "--workers", str(workers)],
+        cwd=ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"API did not start; see {log.name}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    generator: str
+
+    def figures(self, prefix: str) -> dict[str, Any]:
+        return {
+            f"{prefix}_rps": round(self.requests_per_s),
+            f"{prefix}_p50_ms": round(self.p50_ms, 1),
+            f"{prefix}_p99_ms": round(self.p99_ms, 1),
+            f"{prefix}_errors": self.errors,
+            "load_generator": self.generator,
+        }
+
+
+WRK_SCRIPT = """
+local threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+end
+function init(args)
+  bodies, tokens, counter, bad = {}, {}, 0, 0
+  local f = io.open(args[1], "r")
+  for line in f:lines() do
+    local tab = line:find("\\t")
+    table.insert(tokens, line:sub(1, tab - 1))
+    table.insert(bodies, line:sub(tab + 1))
+  end
+  f:close()
+end
+function request()
+  counter = counter + 1
+  local i = (counter % #bodies) + 1
+  local headers = {["Content-Type"] = "application/json"}
+  if tokens[i] ~= "" then headers["Authorization"] = "Bearer " .. tokens[i] end
+  return wrk.format("POST", "/graphql", headers, bodies[i])
+end
+function response(status, headers, body)
+  if status ~= 200 or body:find('"errors":%s*%[%s*{') then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local total_bad = 0
+  for _, t in ipairs(threads) do total_bad = total_bad + (t:get("bad") or 0) end
+  io.write(string.format(
+    "JSON {\\"p50\\": %f, \\"p99\\": %f, \\"requests\\": %d, \\"duration\\": %f, "
+    .. "\\"socket_errors\\": %d, \\"bad\\": %d}\\n",
+    latency:percentile(50), latency:percentile(99), summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout, total_bad))
+end
+"""
+
+
+def load(
+    base_url: str,
+    requests: list[tuple[str | None, dict[str, Any]]],
+    *,
+    connections: int = 32,
+    seconds: int = 10,
+) -> LoadResult:
+    """POST the GraphQL ``requests`` (token, body) round-robin for ``seconds``."""
+    if shutil.which("wrk"):
+        return _wrk(base_url, requests, connections, seconds)
+    return asyncio.run(_python_load(base_url, requests, connections, seconds))
+
+
+def _wrk(
+    base_url: str, requests: list[tuple[str | None, dict[str, Any]]], connections: int,
+    seconds: int,
+) -> LoadResult:
+    with tempfile.TemporaryDirectory() as folder:
+        script = Path(folder, "graphql.lua")
+        script.write_text(WRK_SCRIPT)
+        bodies = Path(folder, "bodies.tsv")
+        bodies.write_text(
+            "".join(f"{token or ''}\t{json.dumps(body)}\n" for token, body in requests)
+        )
+        threads = min(2, connections)
+        out = subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+             "-s", str(script), f"{base_url}/graphql", "--", str(bodies)],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    match = re.search(r"JSON (\{.*\})", out)
+    if not match:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    figures = json.loads(match.group(1))
+    return LoadResult(
+        requests_per_s=figures["requests"] / (figures["duration"] / 1e6),
+        p50_ms=figures["p50"] / 1000,
+        p99_ms=figures["p99"] / 1000,
+        errors=figures["socket_errors"] + figures["bad"],
+        requests=figures["requests"],
+        generator="wrk",
+    )
+
+
+async def _python_load(
+    base_url: str, requests: list[tuple[str | None, dict[str, Any]]], connections: int,
+    seconds: int,
+) -> LoadResult:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.monotonic() + seconds
+
+    async def client(offset: int, http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        i = offset
+        while time.monotonic() < stop:
+            token, body = requests[i % len(requests)]
+            i += connections
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            started = time.perf_counter()
+            response = await http.post("/graphql", json=body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if response.status_code != 200 or response.json().get("errors"):
+                errors += 1
+
+    limits = httpx.Limits(max_connections=connections)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=10) as http:
+        began = time.monotonic()
+        await asyncio.gather(*(client(i, http) for i in range(connections)))
+        elapsed = time.monotonic() - began
+    latencies.sort()
+    return LoadResult(
+        requests_per_s=len(latencies) / elapsed,
+        p50_ms=latencies[len(latencies) // 2] * 1000,
+        p99_ms=latencies[int(len(latencies) * 0.99)] * 1000,
+        errors=errors,
+        requests=len(latencies),
+        generator="python",
+    )
+
+
+@contextlib.asynccontextmanager
+async def connect(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(_plain(database_url))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def emit(figures: dict[str, Any]) -> None:
+    """Print the benchmark's one JSON line."""
+    print(json.dumps(figures), flush=True)

@@ -1,0 +1,41 @@
+"""Small per-process TTL caches for hot, rarely-changing reads (tiers, program settings,
+API keys). Each process keeps its own copy; a change made elsewhere is seen within the TTL.
+``clear_all()`` empties every cache (tests, after truncating tables)."""
+
+from __future__ import annotations
+
+import time
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+_caches: list[TTLCache[object, object]] = []
+
+
+class TTLCache(Generic[K, V]):
+    def __init__(self, seconds: float, max_entries: int = 10_000) -> None:
+        self.seconds = seconds
+        self.max_entries = max_entries
+        self._entries: dict[K, tuple[float, V]] = {}
+        _caches.append(self)  # type: ignore[arg-type]
+
+    def get(self, key: K) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key: K, value: V) -> V:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.seconds, value)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def clear_all() -> None:
+    for cache in _caches:
+        cache.clear()
