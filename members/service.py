@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from members.lifecycle import STAGE_SQL, Stage, stage_params
 from members.models import Member, Tier
 from members.program import get_program
+from members.rewards import grant_welcome
+from members.tiers import qualify
 from members.validation import validate_external_id, validate_timezone
 from server.errors import DomainError, ErrorCode, invalid, not_found
 
@@ -77,6 +79,7 @@ async def register_member(
         )
         if inserted is not None:
             member = await session.get_one(Member, inserted)
+            await _welcome(session, member)
             return Registration(member, created=True)
         existing = await get_member_by_external_id(session, external_id)
         if existing is not None:
@@ -86,6 +89,13 @@ async def register_member(
                 )
             return Registration(existing, created=False)
     raise DomainError(ErrorCode.CONFLICT, "could not allocate a referral code; try again")
+
+
+async def _welcome(session: AsyncSession, member: Member) -> None:
+    """What a new member gets at once: the base tier (if one needs no xp), welcome points."""
+    await qualify(session, member.id, datetime.now(UTC))
+    await grant_welcome(session, member, await get_program(session))
+    await session.refresh(member)
 
 
 async def get_member_by_external_id(session: AsyncSession, external_id: str) -> Member | None:

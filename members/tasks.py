@@ -12,6 +12,7 @@ import structlog
 
 from members.jobs import evaluate_tiers_batch, scan_inactivity_batch
 from members.program import get_program
+from members.rewards import birthday_batch
 from server.broker import actor, worker_runtime
 from server.runtime import Runtime
 
@@ -50,6 +51,22 @@ async def run_scan_inactivity(runtime: Runtime, now: datetime) -> int:
     return changed
 
 
+async def run_birthday_rewards(runtime: Runtime, now: datetime) -> int:
+    granted, after = 0, 0
+    while True:
+        async with runtime.transaction() as session:
+            program = await get_program(session, fresh=True)
+            if program.birthday_points <= 0:
+                return 0
+            batch = await birthday_batch(session, now, program, after)
+        granted += batch.granted
+        if batch.last_member_id is None:
+            break
+        after = batch.last_member_id
+    log.info("birthday points granted", members=granted)
+    return granted
+
+
 @actor("members.evaluate_tiers", max_retries=3)
 async def evaluate_tiers(as_of: str | None = None) -> None:
     """Tier retention at the end of each member's window."""
@@ -60,3 +77,10 @@ async def evaluate_tiers(as_of: str | None = None) -> None:
 async def scan_inactivity(as_of: str | None = None) -> None:
     """Record lifecycle stage changes (AT_RISK, LAPSED, ...) once per change."""
     await run_scan_inactivity(await worker_runtime(), parse_as_of(as_of))
+
+
+@actor("members.birthday_rewards", max_retries=3)
+async def birthday_rewards(as_of: str | None = None) -> None:
+    """Birthday points, once per member per year, on their local birthday (run hourly, so
+    every timezone's day is covered)."""
+    await run_birthday_rewards(await worker_runtime(), parse_as_of(as_of))

@@ -66,6 +66,8 @@ PERIODIC_JOBS: list[PeriodicJob] = [
     PeriodicJob("ledger.vest_pending", cron="10 * * * *"),
     PeriodicJob("members.evaluate_tiers", cron="20 3 * * *"),
     PeriodicJob("members.scan_inactivity", cron="40 3 * * *"),
+    # Hourly: each member gets theirs when their own (local) birthday starts.
+    PeriodicJob("members.birthday_rewards", cron="15 * * * *"),
 ]
 
 # One lock per database: a stable 64-bit key derived from a readable name.
