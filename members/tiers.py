@@ -225,3 +225,13 @@ async def _change_tier(
         )
     )
     await session.flush()
+
+
+async def tier_history(session: AsyncSession, member_id: int, limit: int = 100) -> list[TierChange]:
+    rows = await session.scalars(
+        select(TierChange)
+        .where(TierChange.member_id == member_id)
+        .order_by(TierChange.id.desc())
+        .limit(limit)
+    )
+    return list(rows)

@@ -192,6 +192,15 @@ def program_loader(ctx: Context) -> DataLoader[str, program_service.Program]:
     return DataLoader(load_fn=load)
 
 
+@strawberry.type(description="One change of a member's tier, with its reason.")
+class TierChange:
+    from_tier: Tier | None
+    to_tier: Tier | None
+    reason: str = strawberry.field(description="upgrade or retention")
+    xp_in_window: int
+    changed_at: datetime
+
+
 @strawberry.type
 class MemberTierFields:
     db_id: strawberry.Private[int]
@@ -218,6 +227,23 @@ class MemberTierFields:
             xp_in_window=progress.xp_in_window,
             xp_needed=progress.xp_needed,
         )
+
+    @strawberry.field(description="Every tier change of the member, newest first.")
+    async def tier_history(self, info: Info) -> list[TierChange]:
+        tiers = await info.context.loader("tiers", tiers_loader).load("all")
+        by_id = {t.id: tier_from_model(t) for t in tiers}
+        async with info.context.reading() as session:
+            changes = await tier_service.tier_history(session, self.db_id)
+        return [
+            TierChange(
+                from_tier=by_id.get(change.from_tier_id or -1),
+                to_tier=by_id.get(change.to_tier_id or -1),
+                reason=change.reason,
+                xp_in_window=change.xp_in_window,
+                changed_at=change.created_at,
+            )
+            for change in changes
+        ]
 
     @strawberry.field(description="NEW, ENGAGED, RETAINED, LOYAL, AT_RISK or LAPSED.")
     async def lifecycle_stage(self, info: Info) -> str:

@@ -136,3 +136,32 @@ def test_multiplier_rounds_down() -> None:
     assert apply_multiplier(1, 1.5) == 1  # 1.5
     assert apply_multiplier(3, 0.333) == 0  # 0.999: never rounds up into value
     assert apply_multiplier(1_000_000_000, 1.001) == 1_001_000_000
+
+
+async def test_member_sees_tier_progress_and_history(runtime: Runtime, api: object) -> None:
+    from tests.api import GraphQLClient
+
+    assert isinstance(api, GraphQLClient)
+    await make_ladder(runtime)
+    member_id = await make_member(runtime, "viewer")
+    await earn_xp(runtime, member_id, 600, "xp-view", datetime.now(UTC))
+    query = """{ me { tier { key pointsMultiplier }
+      tierProgress { xpInWindow xpNeeded current { key } next { key } }
+      tierHistory { fromTier { key } toTier { key } reason xpInWindow } } }"""
+    me = (await api.as_member("viewer", query)).data["me"]
+    assert me["tier"] == {"key": "silver", "pointsMultiplier": 1.25}
+    assert me["tierProgress"] == {
+        "xpInWindow": 600,
+        "xpNeeded": 1400,
+        "current": {"key": "silver"},
+        "next": {"key": "gold"},
+    }
+    assert me["tierHistory"] == [
+        {
+            "fromTier": {"key": "member"},
+            "toTier": {"key": "silver"},
+            "reason": "upgrade",
+            "xpInWindow": 600,
+        },
+        {"fromTier": None, "toTier": {"key": "member"}, "reason": "upgrade", "xpInWindow": 0},
+    ]
