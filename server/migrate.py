@@ -18,4 +18,6 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade_head(database_url: str) -> None:
-    command.upgrade(alembic_config(database_url), "head")
+    # "heads": domains may add migrations on parallel branches until a merge revision joins
+    # them; with a single head this is the same as "head".
+    command.upgrade(alembic_config(database_url), "heads")
