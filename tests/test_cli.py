@@ -130,7 +130,13 @@ def test_seed_demo_twice_creates_nothing_twice(database_url: str) -> None:
     assert ("bob", "alice") in rows
 
 
-def test_ledger_group_exists() -> None:
+def test_ledger_verify_runs_on_the_resolved_database(database_url: str) -> None:
     result = runner.invoke(app, ["ledger", "--help"])
     assert result.exit_code == 0, result.output
     assert "verify" in result.output
+    if not importlib.util.find_spec("ledger.cli"):
+        pytest.skip("the ledger has no CLI yet")
+    assert runner.invoke(app, ["seed-demo"]).exit_code == 0  # something to verify
+    result = runner.invoke(app, ["ledger", "verify"])
+    assert result.exit_code == 0, result.output
+    assert first_line(result.stderr) == CONFIGURED
