@@ -60,9 +60,10 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest
 
+# Every runnable script in bench/ (helpers such as harness.py have no __main__ block).
 bench: $(STAMP)
 	@set -e; found=0; for script in bench/*.py; do \
-		[ -e "$$script" ] || continue; found=1; \
+		grep -qs '__name__ == "__main__"' "$$script" || continue; found=1; \
 		echo "== $$script" >&2; $(BIN)/python "$$script"; \
 	done; [ $$found = 1 ] || echo "no benchmarks in bench/ yet" >&2
 
