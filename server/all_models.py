@@ -1,12 +1,10 @@
-"""Imports every domain's models so that ``Base.metadata`` is complete (Alembic, tests)."""
+"""Imports every domain's models so that ``Base.metadata`` is complete (Alembic, tests).
+A new domain adds its ``models`` module here."""
 
+from ledger import models as ledger_models  # noqa: F401
 from members import models as member_models  # noqa: F401
+from quests import models as quest_models  # noqa: F401
 from server import models as server_models  # noqa: F401
 from server.db import Base
-
-try:  # the ledger lands in its own package
-    from ledger import models as ledger_models  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
 
 metadata = Base.metadata
