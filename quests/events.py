@@ -1,0 +1,248 @@
+"""The earning pipeline: ``record_event``.
+
+store the event (idempotent per member and key) → advance every active quest listening for
+its type whose filter matches, in the period of the event's local time → completed quests
+grant their rewards (auto-claim) → referral rewards → the member's ``lastActiveAt``.
+All in the caller's transaction: a failure anywhere leaves nothing behind, and a retry with
+the same key returns the first answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from members.models import Member, Tier
+from members.program import Program, get_program
+from members.service import require_active, touch
+from quests.definitions import QuestDef, active_quests_by_event_type, validate_event_type
+from quests.filters import matches
+from quests.models import Event, QuestProgress
+from quests.periods import period_for
+from quests.progress import ProgressUpdate, advance
+from quests.rewards import grant_rewards
+from referrals.service import on_member_event
+from server.awards import Award, AwardKind
+from server.errors import DomainError, ErrorCode, invalid
+
+MAX_PAST = timedelta(days=7)  # offline clients may report late, not later than this
+MAX_SKEW = timedelta(minutes=5)  # clocks differ: a little "future" is tolerated
+MAX_PROPERTIES_BYTES = 8_192
+
+
+@dataclass
+class EventOutcome:
+    event: Event
+    progressed: list[int] = field(default_factory=list)  # quest_progress ids
+    completed: list[int] = field(default_factory=list)
+    awarded: list[Award] = field(default_factory=list)
+    replayed: bool = False
+
+
+def _input_hash(event_type: str, properties: dict[str, Any], occurred_at: datetime | None) -> str:
+    canonical = json.dumps(
+        [event_type, properties, occurred_at.isoformat() if occurred_at else None],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def validate_event(
+    event_type: str, properties: object, occurred_at: datetime | None, now: datetime
+) -> tuple[dict[str, Any], datetime]:
+    validate_event_type(event_type, "type")
+    if properties is None:
+        properties = {}
+    if not isinstance(properties, dict):
+        raise invalid("properties must be a JSON object", "properties")
+    if len(json.dumps(properties)) > MAX_PROPERTIES_BYTES:
+        raise invalid(f"properties are limited to {MAX_PROPERTIES_BYTES} bytes", "properties")
+    moment = occurred_at or now
+    if moment.tzinfo is None:
+        raise invalid("occurredAt needs a timezone", "occurredAt")
+    if moment < now - MAX_PAST:
+        raise invalid("occurredAt is more than 7 days in the past", "occurredAt")
+    if moment > now + MAX_SKEW:
+        raise invalid("occurredAt is in the future", "occurredAt")
+    return properties, moment
+
+
+def _amount(quest: QuestDef, properties: dict[str, Any]) -> Decimal | None:
+    """The amount a SUM quest adds (None: the event does not count for it)."""
+    if quest.aggregate != "SUM":
+        return Decimal(0)
+    value = properties.get(quest.property or "")
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() and amount > 0 else None
+
+
+def awards_to_json(awards: list[Award]) -> list[dict[str, Any]]:
+    return [
+        {"kind": a.kind.value, "amount": a.amount, "currency": a.currency, "key": a.key}
+        for a in awards
+    ]
+
+
+def awards_from_json(raw: list[dict[str, Any]]) -> list[Award]:
+    return [
+        Award(AwardKind(a["kind"]), amount=a["amount"], currency=a["currency"], key=a["key"])
+        for a in raw
+    ]
+
+
+async def record_event(
+    session: AsyncSession,
+    *,
+    member: Member,
+    event_type: str,
+    properties: object,
+    occurred_at: datetime | None,
+    idempotency_key: str,
+    now: datetime,
+) -> EventOutcome:
+    if not 1 <= len(idempotency_key) <= 255:
+        raise invalid("idempotencyKey must be 1 to 255 characters", "idempotencyKey")
+    props, moment = validate_event(event_type, properties, occurred_at, now)
+    digest = _input_hash(event_type, props, occurred_at)
+    event_id = await session.scalar(
+        insert(Event)
+        .values(
+            member_id=member.id,
+            type=event_type,
+            properties=props,
+            occurred_at=moment,
+            idempotency_key=idempotency_key,
+            input_hash=digest,
+        )
+        .on_conflict_do_nothing(index_elements=[Event.member_id, Event.idempotency_key])
+        .returning(Event.id)
+    )
+    if event_id is None:
+        return await _replay(session, member.id, idempotency_key, digest)
+    require_active(member)  # checked after the key: a replay still answers for a suspension
+    program = await get_program(session)
+    outcome = EventOutcome(event=await session.get_one(Event, event_id))
+    await _progress_quests(session, member, outcome, props, moment, program, now)
+    outcome.awarded += await on_member_event(
+        session, member.id, event_type, now=now, event_id=event_id
+    )
+    await touch(session, member.id, moment)
+    outcome.event.result = {
+        "progressed": outcome.progressed,
+        "completed": outcome.completed,
+        "awarded": awards_to_json(outcome.awarded),
+    }
+    await session.flush()
+    return outcome
+
+
+async def _progress_quests(
+    session: AsyncSession,
+    member: Member,
+    outcome: EventOutcome,
+    properties: dict[str, Any],
+    moment: datetime,
+    program: Program,
+    now: datetime,
+) -> None:
+    candidates = (await active_quests_by_event_type(session)).get(outcome.event.type, [])
+    if not candidates:
+        return
+    rank = await _tier_rank(session, member)
+    timezone = member.timezone or program.timezone
+    for quest in candidates:
+        if not quest.open_at(moment) or not matches(quest.filter, properties):
+            continue
+        if quest.min_tier_rank is not None and (rank is None or rank < quest.min_tier_rank):
+            continue
+        amount = _amount(quest, properties)
+        if amount is None:
+            continue
+        period = period_for(quest.cadence, moment, timezone)
+        update = await advance(
+            session,
+            member_id=member.id,
+            quest=quest,
+            period=period,
+            day=period.local_day,
+            amount=amount,
+            event_id=outcome.event.id,
+            now=now,
+        )
+        if update is None:
+            continue
+        outcome.progressed.append(update.progress_id)
+        if update.completed_now:
+            outcome.completed.append(update.progress_id)
+            outcome.awarded += await complete(session, member.id, update, program, now)
+
+
+async def complete(
+    session: AsyncSession,
+    member_id: int,
+    update: ProgressUpdate,
+    program: Program,
+    now: datetime,
+) -> list[Award]:
+    """Freeze the quest's rewards on the progress row; grant them at once when auto-claim."""
+    row = await session.get_one(QuestProgress, update.progress_id)
+    row.rewards = update.quest.rewards
+    if not update.quest.auto_claim:
+        return []
+    row.status = "CLAIMED"
+    row.claimed_at = now
+    return await grant_rewards(
+        session,
+        member_id=member_id,
+        rewards=update.quest.rewards,
+        source_key=f"quest:{update.progress_id}",
+        event_type=update.quest.event_type,
+        earned_at=now,
+        program=program,
+        now=now,
+        memo=f"Quest: {update.quest.name}",
+    )
+
+
+async def _tier_rank(session: AsyncSession, member: Member) -> int | None:
+    if member.tier_id is None:
+        return None
+    return await session.scalar(select(Tier.rank).where(Tier.id == member.tier_id))
+
+
+async def _replay(
+    session: AsyncSession, member_id: int, idempotency_key: str, digest: str
+) -> EventOutcome:
+    event = await session.scalar(
+        select(Event).where(Event.member_id == member_id, Event.idempotency_key == idempotency_key)
+    )
+    if event is None:  # pragma: no cover - the conflicting row exists by construction
+        raise DomainError(ErrorCode.CONFLICT, "event vanished; retry")
+    if event.input_hash != digest:
+        raise DomainError(
+            ErrorCode.IDEMPOTENCY_CONFLICT,
+            "this idempotencyKey was used for a different event",
+            "idempotencyKey",
+        )
+    result = event.result or {}
+    return EventOutcome(
+        event=event,
+        progressed=list(result.get("progressed", [])),
+        completed=list(result.get("completed", [])),
+        awarded=awards_from_json(result.get("awarded", [])),
+        replayed=True,
+    )
