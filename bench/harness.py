@@ -95,9 +95,21 @@ def running_api(servers: Servers, workers: int = 2, **env: str) -> Iterator[str]
     }
     log = tempfile.NamedTemporaryFile(prefix="questline-bench-", suffix=".log", delete=False)
     process = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port),
-         "--workers", str(workers)],
-        cwd=ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        cwd=ROOT,
+        env=child_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -141,6 +153,7 @@ WRK_SCRIPT = """
 local threads = {}
 function setup(thread)
   table.insert(threads, thread)
+  thread:set("tid", #threads)
 end
 function init(args)
   bodies, tokens, counter, bad = {}, {}, 0, 0
@@ -157,7 +170,8 @@ function request()
   local i = (counter % #bodies) + 1
   local headers = {["Content-Type"] = "application/json"}
   if tokens[i] ~= "" then headers["Authorization"] = "Bearer " .. tokens[i] end
-  return wrk.format("POST", "/graphql", headers, bodies[i])
+  local body = bodies[i]:gsub("__UNIQUE__", tid .. "-" .. counter)
+  return wrk.format("POST", "/graphql", headers, body)
 end
 function response(status, headers, body)
   if status ~= 200 or body:find('"errors":%s*%[%s*{') then bad = bad + 1 end
@@ -182,14 +196,19 @@ def load(
     connections: int = 32,
     seconds: int = 10,
 ) -> LoadResult:
-    """POST the GraphQL ``requests`` (token, body) round-robin for ``seconds``."""
+    """POST the GraphQL ``requests`` (token, body) round-robin for ``seconds``.
+
+    ``__UNIQUE__`` anywhere in a body is replaced by a value unique to each request (for
+    idempotency keys), so the same request list can drive value-moving mutations."""
     if shutil.which("wrk"):
         return _wrk(base_url, requests, connections, seconds)
     return asyncio.run(_python_load(base_url, requests, connections, seconds))
 
 
 def _wrk(
-    base_url: str, requests: list[tuple[str | None, dict[str, Any]]], connections: int,
+    base_url: str,
+    requests: list[tuple[str | None, dict[str, Any]]],
+    connections: int,
     seconds: int,
 ) -> LoadResult:
     with tempfile.TemporaryDirectory() as folder:
@@ -201,9 +220,22 @@ def _wrk(
         )
         threads = min(2, connections)
         out = subprocess.run(
-            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
-             "-s", str(script), f"{base_url}/graphql", "--", str(bodies)],
-            capture_output=True, text=True, check=True,
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--timeout",
+                "5s",
+                "-s",
+                str(script),
+                f"{base_url}/graphql",
+                "--",
+                str(bodies),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     match = re.search(r"JSON (\{.*\})", out)
     if not match:
@@ -220,7 +252,9 @@ def _wrk(
 
 
 async def _python_load(
-    base_url: str, requests: list[tuple[str | None, dict[str, Any]]], connections: int,
+    base_url: str,
+    requests: list[tuple[str | None, dict[str, Any]]],
+    connections: int,
     seconds: int,
 ) -> LoadResult:
     latencies: list[float] = []
@@ -233,6 +267,8 @@ async def _python_load(
         while time.monotonic() < stop:
             token, body = requests[i % len(requests)]
             i += connections
+            if "__UNIQUE__" in json.dumps(body):
+                body = json.loads(json.dumps(body).replace("__UNIQUE__", f"{offset}-{i}"))
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             started = time.perf_counter()
             response = await http.post("/graphql", json=body, headers=headers)
