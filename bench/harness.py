@@ -93,24 +93,17 @@ def running_api(servers: Servers, workers: int = 2, **env: str) -> Iterator[str]
         "QUESTLINE_LOG_LEVEL": "WARNING",
         **env,
     }
-    log = tempfile.NamedTemporaryFile(prefix="questline-bench-", suffix=".log", delete=False)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
-        cwd=ROOT,
-        env=child_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    fd, log_name = tempfile.mkstemp(prefix="questline-bench-", suffix=".log")
+    command = [sys.executable, "-m", "server.cli", "serve", "--port", str(port)]
+    with os.fdopen(fd, "wb") as log:  # the child keeps its own copy of the handle
+        process = subprocess.Popen(
+            [*command, "--workers", str(workers)],
+            cwd=ROOT,
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -119,7 +112,7 @@ def running_api(servers: Servers, workers: int = 2, **env: str) -> Iterator[str]
                 if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
                     break
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"API did not start; see {log.name}")
+                raise RuntimeError(f"API did not start; see {log_name}")
             time.sleep(0.2)
         yield base
     finally:
