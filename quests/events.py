@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,7 +27,7 @@ from quests.definitions import QuestDef, active_quests_by_event_type, validate_e
 from quests.filters import matches
 from quests.models import Event, QuestProgress
 from quests.periods import period_for
-from quests.progress import ProgressUpdate, advance
+from quests.progress import Advance, ProgressUpdate, advance_all
 from quests.rewards import grant_rewards
 from referrals.service import on_member_event
 from server.awards import Award, AwardKind
@@ -38,9 +38,16 @@ MAX_SKEW = timedelta(minutes=5)  # clocks differ: a little "future" is tolerated
 MAX_PROPERTIES_BYTES = 8_192
 
 
+@dataclass(frozen=True)
+class StoredEvent:
+    id: int
+    type: str
+    occurred_at: datetime
+
+
 @dataclass
 class EventOutcome:
-    event: Event
+    event: StoredEvent
     progressed: list[int] = field(default_factory=list)  # quest_progress ids
     completed: list[int] = field(default_factory=list)
     awarded: list[Award] = field(default_factory=list)
@@ -77,9 +84,10 @@ def validate_event(
 
 
 def _amount(quest: QuestDef, properties: dict[str, Any]) -> Decimal | None:
-    """The amount a SUM quest adds (None: the event does not count for it)."""
+    """What the event adds to the quest: a SUM quest's property value (None: the event does
+    not count for it); 1 for the other aggregates."""
     if quest.aggregate != "SUM":
-        return Decimal(0)
+        return Decimal(1)
     value = properties.get(quest.property or "")
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
@@ -135,18 +143,19 @@ async def record_event(
         return await _replay(session, member.id, idempotency_key, digest)
     require_active(member)  # checked after the key: a replay still answers for a suspension
     program = await get_program(session)
-    outcome = EventOutcome(event=await session.get_one(Event, event_id))
-    await _progress_quests(session, member, outcome, props, moment, program, now)
-    outcome.awarded += await on_member_event(
-        session, member.id, event_type, now=now, event_id=event_id
-    )
+    outcome = EventOutcome(event=StoredEvent(event_id, event_type, moment))
+    await _progress_quests(session, member, outcome, props, program, now)
+    if member.referred_by_id is not None:
+        outcome.awarded += await on_member_event(
+            session, member.id, event_type, now=now, event_id=event_id
+        )
     await touch(session, member.id, moment)
-    outcome.event.result = {
+    result = {
         "progressed": outcome.progressed,
         "completed": outcome.completed,
         "awarded": awards_to_json(outcome.awarded),
     }
-    await session.flush()
+    await session.execute(update(Event).where(Event.id == event_id).values(result=result))
     return outcome
 
 
@@ -155,66 +164,59 @@ async def _progress_quests(
     member: Member,
     outcome: EventOutcome,
     properties: dict[str, Any],
-    moment: datetime,
     program: Program,
     now: datetime,
 ) -> None:
+    moment = outcome.event.occurred_at
     candidates = (await active_quests_by_event_type(session)).get(outcome.event.type, [])
-    if not candidates:
-        return
-    rank = await _tier_rank(session, member)
+    candidates = [q for q in candidates if q.open_at(moment) and matches(q.filter, properties)]
+    if any(q.min_tier_rank is not None for q in candidates):
+        rank = await _tier_rank(session, member)
+        candidates = [
+            q
+            for q in candidates
+            if q.min_tier_rank is None or (rank is not None and rank >= q.min_tier_rank)
+        ]
     timezone = member.timezone or program.timezone
+    advances = []
     for quest in candidates:
-        if not quest.open_at(moment) or not matches(quest.filter, properties):
-            continue
-        if quest.min_tier_rank is not None and (rank is None or rank < quest.min_tier_rank):
-            continue
         amount = _amount(quest, properties)
-        if amount is None:
-            continue
-        period = period_for(quest.cadence, moment, timezone)
-        update = await advance(
-            session,
-            member_id=member.id,
-            quest=quest,
-            period=period,
-            day=period.local_day,
-            amount=amount,
-            event_id=outcome.event.id,
-            now=now,
-        )
-        if update is None:
-            continue
-        outcome.progressed.append(update.progress_id)
-        if update.completed_now:
-            outcome.completed.append(update.progress_id)
-            outcome.awarded += await complete(session, member.id, update, program, now)
+        if amount is not None:
+            advances.append(Advance(quest, period_for(quest.cadence, moment, timezone), amount))
+    updates = await advance_all(
+        session, member_id=member.id, advances=advances, event_id=outcome.event.id, now=now
+    )
+    for progress in updates:
+        outcome.progressed.append(progress.progress_id)
+        if progress.completed_now:
+            outcome.completed.append(progress.progress_id)
+            outcome.awarded += await complete(session, member.id, progress, program, now)
 
 
 async def complete(
     session: AsyncSession,
     member_id: int,
-    update: ProgressUpdate,
+    progress: ProgressUpdate,
     program: Program,
     now: datetime,
 ) -> list[Award]:
     """Freeze the quest's rewards on the progress row; grant them at once when auto-claim."""
-    row = await session.get_one(QuestProgress, update.progress_id)
-    row.rewards = update.quest.rewards
-    if not update.quest.auto_claim:
+    row = await session.get_one(QuestProgress, progress.progress_id)
+    row.rewards = progress.quest.rewards
+    if not progress.quest.auto_claim:
         return []
     row.status = "CLAIMED"
     row.claimed_at = now
     return await grant_rewards(
         session,
         member_id=member_id,
-        rewards=update.quest.rewards,
-        source_key=f"quest:{update.progress_id}",
-        event_type=update.quest.event_type,
+        rewards=progress.quest.rewards,
+        source_key=f"quest:{progress.progress_id}",
+        event_type=progress.quest.event_type,
         earned_at=now,
         program=program,
         now=now,
-        memo=f"Quest: {update.quest.name}",
+        memo=f"Quest: {progress.quest.name}",
     )
 
 
@@ -240,7 +242,7 @@ async def _replay(
         )
     result = event.result or {}
     return EventOutcome(
-        event=event,
+        event=StoredEvent(event.id, event.type, event.occurred_at),
         progressed=list(result.get("progressed", [])),
         completed=list(result.get("completed", [])),
         awarded=awards_from_json(result.get("awarded", [])),

@@ -114,6 +114,7 @@ class QuestProgress(Base):
     quest_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("quests.id"), nullable=False)
     period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    aggregate: Mapped[str] = mapped_column(String(16), nullable=False, server_default="COUNT")
     progress: Mapped[Decimal] = mapped_column(Numeric(20, 4), nullable=False, server_default="0")
     target: Mapped[int] = mapped_column(BigInteger, nullable=False)
     days: Mapped[list[date]] = mapped_column(ARRAY(Date), nullable=False, server_default="{}")

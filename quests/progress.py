@@ -1,9 +1,10 @@
-"""Advancing a member's progress on a quest: one upsert per (member, quest, period).
+"""Advancing a member's progress on the quests an event matched: ONE statement for all of
+them, an upsert of one row per (member, quest, period).
 
-The upsert takes the progress row's lock, so concurrent events for one member and quest are
+The upsert takes each progress row's lock, so concurrent events for one member and quest are
 applied one after the other; a period that has completed is never touched again (the
-``WHERE status = 'IN_PROGRESS'`` of the update), and only the event whose update crossed the
-target is marked as the completing one. Together: a quest completes at most once per period.
+``WHERE status = 'IN_PROGRESS'`` of the update), and a row comes back as completed only from
+the statement that completed it. Together: a quest completes at most once per period.
 
 How each aggregate advances (``day`` is the member's local date of the event):
 - COUNT: +1 per event.
@@ -15,6 +16,7 @@ How each aggregate advances (``day`` is the member's local date of the event):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -25,55 +27,53 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quests.definitions import QuestDef
 from quests.periods import Period
 
-_NEW_PROGRESS = {
-    "COUNT": "qp.progress + 1",
-    "SUM": "qp.progress + CAST(:amount AS numeric)",
-    "DISTINCT_DAYS": (
-        "CASE WHEN CAST(:day AS date) = ANY(qp.days) THEN qp.progress ELSE qp.progress + 1 END"
-    ),
-    "STREAK_DAYS": (
-        "CASE WHEN qp.last_day IS NULL THEN 1"
-        " WHEN CAST(:day AS date) = qp.last_day + 1 THEN qp.progress + 1"
-        " WHEN CAST(:day AS date) <= qp.last_day THEN qp.progress ELSE 1 END"
-    ),
-}
-_INITIAL_PROGRESS = {
-    "COUNT": "1",
-    "SUM": "CAST(:amount AS numeric)",
-    "DISTINCT_DAYS": "1",
-    "STREAK_DAYS": "1",
-}
+# In the update, EXCLUDED is the row the event would have inserted: its ``progress`` is the
+# event's own contribution and its ``last_day`` the event's local day. ``quest_next_progress``
+# (migration 0004) applies the aggregate rule above; ``aggregate`` and ``target`` are copied
+# onto the row when its period starts, so editing a quest never changes a running period.
+_NEXT = (
+    "quest_next_progress(qp.aggregate, qp.progress, qp.days, qp.last_day,"
+    " EXCLUDED.progress, EXCLUDED.last_day)"
+)
+ADVANCE_SQL = text(
+    f"""
+    INSERT INTO quest_progress AS qp (
+        member_id, quest_id, period_start, period_end, aggregate, progress, target, days,
+        last_day, status, completed_by_event_id, completed_at, updated_at)
+    SELECT CAST(:member_id AS bigint), e.quest_id, e.period_start, e.period_end, e.aggregate,
+           e.amount, e.target, ARRAY[e.day], e.day,
+           CASE WHEN e.amount >= e.target THEN 'COMPLETED' ELSE 'IN_PROGRESS' END,
+           CASE WHEN e.amount >= e.target THEN CAST(:event_id AS bigint) END,
+           CASE WHEN e.amount >= e.target THEN CAST(:now AS timestamptz) END,
+           CAST(:now AS timestamptz)
+    FROM unnest(CAST(:quest_ids AS bigint[]), CAST(:starts AS timestamptz[]),
+                CAST(:ends AS timestamptz[]), CAST(:aggregates AS text[]),
+                CAST(:targets AS bigint[]), CAST(:amounts AS numeric[]),
+                CAST(:days AS date[]))
+         AS e(quest_id, period_start, period_end, aggregate, target, amount, day)
+    ON CONFLICT (member_id, quest_id, period_start) DO UPDATE SET
+        progress = {_NEXT},
+        days = CASE WHEN EXCLUDED.last_day = ANY(qp.days) THEN qp.days
+                    ELSE qp.days || EXCLUDED.last_day END,
+        last_day = greatest(qp.last_day, EXCLUDED.last_day),
+        status = CASE WHEN {_NEXT} >= qp.target THEN 'COMPLETED' ELSE 'IN_PROGRESS' END,
+        completed_by_event_id = CASE WHEN {_NEXT} >= qp.target
+                                     THEN CAST(:event_id AS bigint) END,
+        completed_at = CASE WHEN {_NEXT} >= qp.target THEN CAST(:now AS timestamptz) END,
+        updated_at = CAST(:now AS timestamptz)
+    WHERE qp.status = 'IN_PROGRESS'
+    RETURNING id, quest_id, progress, target, status, period_start, period_end
+    """
+)
 
-_TEMPLATE = """
-INSERT INTO quest_progress AS qp (
-    member_id, quest_id, period_start, period_end, progress, target, days, last_day,
-    status, completed_by_event_id, completed_at, updated_at)
-VALUES (
-    :member_id, :quest_id, :period_start, :period_end, {initial}, CAST(:target AS bigint),
-    ARRAY[CAST(:day AS date)], CAST(:day AS date),
-    CASE WHEN {initial} >= CAST(:target AS bigint) THEN 'COMPLETED' ELSE 'IN_PROGRESS' END,
-    CASE WHEN {initial} >= CAST(:target AS bigint) THEN CAST(:event_id AS bigint) END,
-    CASE WHEN {initial} >= CAST(:target AS bigint) THEN CAST(:now AS timestamptz) END,
-    CAST(:now AS timestamptz))
-ON CONFLICT (member_id, quest_id, period_start) DO UPDATE SET
-    progress = {new},
-    days = CASE WHEN CAST(:day AS date) = ANY(qp.days) THEN qp.days
-                ELSE qp.days || CAST(:day AS date) END,
-    last_day = greatest(qp.last_day, CAST(:day AS date)),
-    status = CASE WHEN {new} >= qp.target THEN 'COMPLETED' ELSE 'IN_PROGRESS' END,
-    completed_by_event_id = CASE WHEN {new} >= qp.target THEN CAST(:event_id AS bigint) END,
-    completed_at = CASE WHEN {new} >= qp.target THEN CAST(:now AS timestamptz) END,
-    updated_at = CAST(:now AS timestamptz)
-WHERE qp.status = 'IN_PROGRESS'
-RETURNING id, progress, target, status, period_start, period_end,
-          completed_by_event_id IS NOT DISTINCT FROM CAST(:event_id AS bigint)
-              AND status <> 'IN_PROGRESS' AS completed_now
-"""
 
-UPSERT_SQL = {
-    aggregate: text(_TEMPLATE.format(initial=_INITIAL_PROGRESS[aggregate], new=new))
-    for aggregate, new in _NEW_PROGRESS.items()
-}
+@dataclass(frozen=True)
+class Advance:
+    """One matched quest, and what the event contributes to it."""
+
+    quest: QuestDef
+    period: Period
+    amount: Decimal  # SUM: the property's value; other aggregates: 1
 
 
 @dataclass(frozen=True)
@@ -85,46 +85,52 @@ class ProgressUpdate:
     status: str
     period_start: datetime
     period_end: datetime | None
-    completed_now: bool
+
+    @property
+    def completed_now(self) -> bool:
+        # Only rows still in progress are updated, so a completed row came back completed
+        # by this very statement.
+        return self.status != "IN_PROGRESS"
 
 
-async def advance(
+async def advance_all(
     session: AsyncSession,
     *,
     member_id: int,
-    quest: QuestDef,
-    period: Period,
-    day: date,
-    amount: Decimal,
+    advances: Sequence[Advance],
     event_id: int,
     now: datetime,
-) -> ProgressUpdate | None:
-    """Apply one event to the quest's progress; None when the period had already completed."""
-    row = (
-        await session.execute(
-            UPSERT_SQL[quest.aggregate],
-            {
-                "member_id": member_id,
-                "quest_id": quest.id,
-                "period_start": period.start,
-                "period_end": period.end,
-                "target": quest.target,
-                "day": day,
-                "amount": amount,
-                "event_id": event_id,
-                "now": now,
-            },
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    return ProgressUpdate(
-        progress_id=row.id,
-        quest=quest,
-        progress=row.progress,
-        target=row.target,
-        status=row.status,
-        period_start=row.period_start,
-        period_end=row.period_end,
-        completed_now=bool(row.completed_now),
+) -> list[ProgressUpdate]:
+    """Apply one event to every matched quest in one round trip. Quests whose period had
+    already completed are left out of the result."""
+    if not advances:
+        return []
+    by_id = {a.quest.id: a.quest for a in advances}
+    days: list[date] = [a.period.local_day for a in advances]
+    rows = await session.execute(
+        ADVANCE_SQL,
+        {
+            "member_id": member_id,
+            "event_id": event_id,
+            "now": now,
+            "quest_ids": [a.quest.id for a in advances],
+            "starts": [a.period.start for a in advances],
+            "ends": [a.period.end for a in advances],
+            "aggregates": [a.quest.aggregate for a in advances],
+            "targets": [a.quest.target for a in advances],
+            "amounts": [a.amount for a in advances],
+            "days": days,
+        },
     )
+    return [
+        ProgressUpdate(
+            progress_id=row.id,
+            quest=by_id[row.quest_id],
+            progress=row.progress,
+            target=row.target,
+            status=row.status,
+            period_start=row.period_start,
+            period_end=row.period_end,
+        )
+        for row in rows
+    ]

@@ -23,7 +23,28 @@ def _now(name: str) -> sa.Column:
     return sa.Column(name, sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False)
 
 
+# The aggregate rules of quests.progress, as one function the progress upsert can call.
+NEXT_PROGRESS = """
+CREATE FUNCTION quest_next_progress(
+    aggregate text, progress numeric, days date[], last_day date, amount numeric, day date
+) RETURNS numeric LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE aggregate
+        WHEN 'SUM' THEN progress + amount
+        WHEN 'DISTINCT_DAYS' THEN
+            CASE WHEN day = ANY(days) THEN progress ELSE progress + 1 END
+        WHEN 'STREAK_DAYS' THEN
+            CASE WHEN last_day IS NULL THEN 1
+                 WHEN day = last_day + 1 THEN progress + 1
+                 WHEN day <= last_day THEN progress
+                 ELSE 1 END
+        ELSE progress + 1
+    END
+$$
+"""
+
+
 def upgrade() -> None:
+    op.execute(NEXT_PROGRESS)
     op.create_table(
         "events",
         sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
@@ -76,6 +97,7 @@ def upgrade() -> None:
         sa.Column("quest_id", sa.BigInteger(), nullable=False),
         sa.Column("period_start", sa.DateTime(timezone=True), nullable=False),
         sa.Column("period_end", sa.DateTime(timezone=True)),
+        sa.Column("aggregate", sa.String(16), server_default="COUNT", nullable=False),
         sa.Column("progress", sa.Numeric(20, 4), server_default="0", nullable=False),
         sa.Column("target", sa.BigInteger(), nullable=False),
         sa.Column("days", postgresql.ARRAY(sa.Date()), server_default="{}", nullable=False),
@@ -139,5 +161,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION quest_next_progress(text, numeric, date[], date, numeric, date)")
     for table in ("check_ins", "streaks", "check_in_rewards", "quest_progress", "quests", "events"):
         op.drop_table(table)
