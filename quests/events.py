@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -52,6 +52,8 @@ class EventOutcome:
     completed: list[int] = field(default_factory=list)
     awarded: list[Award] = field(default_factory=list)
     replayed: bool = False
+    # The progress rows as this event left them (not kept for replays: re-read those).
+    updates: dict[int, ProgressUpdate] = field(default_factory=dict)
 
 
 def _input_hash(event_type: str, properties: dict[str, Any], occurred_at: datetime | None) -> str:
@@ -191,6 +193,9 @@ async def _progress_quests(
         if progress.completed_now:
             outcome.completed.append(progress.progress_id)
             outcome.awarded += await complete(session, member.id, progress, program, now)
+            if progress.quest.auto_claim:
+                progress = replace(progress, status="CLAIMED")
+        outcome.updates[progress.progress_id] = progress
 
 
 async def complete(

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import Enum
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
 import strawberry
@@ -149,8 +150,17 @@ class QuestProgress:
     period_end: datetime | None
 
 
+class ProgressLike(Protocol):
+    @property
+    def progress(self) -> Decimal: ...
+    @property
+    def target(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+
+
 def progress_view(
-    quest: QuestDef, row: ProgressModel | None, start: datetime, end: datetime | None
+    quest: QuestDef, row: ProgressLike | None, start: datetime, end: datetime | None
 ) -> QuestProgress:
     once = quest.cadence == "ONCE"
     return QuestProgress(
@@ -402,7 +412,10 @@ class QuestMutations:
                 idempotency_key=input.idempotency_key,
                 now=datetime.now(UTC),
             )
-            views = await _progress_views(session, outcome.progressed + outcome.completed)
+            views = {
+                pid: progress_view(u.quest, u, u.period_start, u.period_end)
+                for pid, u in outcome.updates.items()
+            } or await _progress_views(session, outcome.progressed)
             return RecordEventPayload(
                 event=RecordedEvent(
                     id=strawberry.ID(str(outcome.event.id)),
