@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,7 +184,7 @@ end
 
 def load(
     base_url: str,
-    requests: list[tuple[str | None, dict[str, Any]]],
+    requests: Sequence[tuple[str | None, Mapping[str, Any]]],
     *,
     connections: int = 32,
     seconds: int = 10,
@@ -200,7 +200,7 @@ def load(
 
 def _wrk(
     base_url: str,
-    requests: list[tuple[str | None, dict[str, Any]]],
+    requests: Sequence[tuple[str | None, Mapping[str, Any]]],
     connections: int,
     seconds: int,
 ) -> LoadResult:
@@ -246,7 +246,7 @@ def _wrk(
 
 async def _python_load(
     base_url: str,
-    requests: list[tuple[str | None, dict[str, Any]]],
+    requests: Sequence[tuple[str | None, Mapping[str, Any]]],
     connections: int,
     seconds: int,
 ) -> LoadResult:
@@ -258,7 +258,8 @@ async def _python_load(
         nonlocal errors
         i = offset
         while time.monotonic() < stop:
-            token, body = requests[i % len(requests)]
+            token, template = requests[i % len(requests)]
+            body = dict(template)
             i += connections
             if "__UNIQUE__" in json.dumps(body):
                 body = json.loads(json.dumps(body).replace("__UNIQUE__", f"{offset}-{i}"))

@@ -69,4 +69,4 @@ class GraphQLClient:
         )
         payload: dict[str, Any] = result.data["registerMember"]
         assert payload["errors"] == [], payload
-        return payload["member"]  # type: ignore[no-any-return]
+        return payload["member"]

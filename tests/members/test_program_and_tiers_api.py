@@ -21,11 +21,11 @@ UPSERT_TIER = """mutation($input: UpsertTierInput!) {
 
 
 async def configure(api: GraphQLClient, **fields: Any) -> dict[str, Any]:
-    return (await api.admin(CONFIGURE, {"input": fields})).data["configureProgram"]  # type: ignore[no-any-return]
+    return (await api.admin(CONFIGURE, {"input": fields})).data["configureProgram"]
 
 
 async def upsert_tier(api: GraphQLClient, **fields: Any) -> dict[str, Any]:
-    return (await api.admin(UPSERT_TIER, {"input": fields})).data["upsertTier"]  # type: ignore[no-any-return]
+    return (await api.admin(UPSERT_TIER, {"input": fields})).data["upsertTier"]
 
 
 async def test_program_defaults_and_partial_update(api: GraphQLClient) -> None:
@@ -41,7 +41,7 @@ async def test_program_defaults_and_partial_update(api: GraphQLClient) -> None:
 
 
 async def test_program_rejects_bad_settings(api: GraphQLClient) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"timezone": "Not/AZone"}, "timezone"),
         ({"welcomePoints": -1}, "welcomePoints"),
         ({"welcomePoints": None}, "welcomePoints"),

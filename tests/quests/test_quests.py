@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from ledger.queries import balances
@@ -171,7 +172,7 @@ async def test_replay_changes_nothing_and_conflicts_are_coded(
 async def test_event_input_errors(api: GraphQLClient) -> None:
     await api.register("bad")
     now = datetime.now(UTC)
-    cases = [
+    cases: list[tuple[dict[str, Any], str, str]] = [
         ({"occurredAt": (now - timedelta(days=8)).isoformat()}, "INVALID_INPUT", "occurredAt"),
         ({"occurredAt": (now + timedelta(hours=1)).isoformat()}, "INVALID_INPUT", "occurredAt"),
         ({"type": "no spaces allowed"}, "INVALID_INPUT", "type"),
@@ -219,7 +220,7 @@ async def test_filter_validation(api: GraphQLClient) -> None:
         assert [(e["code"], e["field"]) for e in payload["errors"]] == [
             ("INVALID_INPUT", "filter")
         ], event_filter
-    others = [
+    others: list[tuple[dict[str, Any], str]] = [
         ({"aggregate": "SUM"}, "property"),
         ({"target": 0}, "target"),
         ({"rewards": []}, "rewards"),
