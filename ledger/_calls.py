@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.errors import IDEMPOTENCY_CONFLICT, INVALID_INPUT, LedgerError
@@ -33,31 +32,34 @@ async def driver(session: AsyncSession) -> Any:
     return raw.driver_connection
 
 
-async def fetchrow(session: AsyncSession, sql: str, *args: Any) -> asyncpg.Record:
+async def fetchrow(session: AsyncSession, sql: str, *args: Any) -> Any:
+    """One row (an ``asyncpg.Record``) of ``sql``."""
     conn = await driver(session)
     try:
         return await conn.fetchrow(sql, *args)
-    except asyncpg.PostgresError as error:
-        raise _translate(error) from error
+    except Exception as error:
+        _translate(error)
+        raise
 
 
-async def fetch(session: AsyncSession, sql: str, *args: Any) -> list[asyncpg.Record]:
+async def fetch(session: AsyncSession, sql: str, *args: Any) -> list[Any]:
     conn = await driver(session)
     try:
         return list(await conn.fetch(sql, *args))
-    except asyncpg.PostgresError as error:
-        raise _translate(error) from error
+    except Exception as error:
+        _translate(error)
+        raise
 
 
-def _translate(error: asyncpg.PostgresError) -> Exception:
+def _translate(error: Exception) -> None:
+    """asyncpg errors carry ``sqlstate``; the ledger's own ones become LedgerErrors."""
     if getattr(error, "sqlstate", None) == DUPLICATE_KEY_SQLSTATE:
-        return LedgerError(
+        raise LedgerError(
             IDEMPOTENCY_CONFLICT,
             "an idempotency key of this batch was used concurrently with other input",
             "idempotencyKey",
             aborted=True,
-        )
-    return error
+        ) from error
 
 
 def input_hash(operation: str, fields: Mapping[str, Any]) -> str:

@@ -55,6 +55,7 @@ def _tables() -> None:
         sa.CheckConstraint(
             "allow_negative OR balance >= 0", name=op.f("ck_accounts_balance_non_negative")
         ),
+        postgresql_with={"fillfactor": 80},
     )
     op.create_index("ix_accounts_member_id", "accounts", ["member_id"])
     op.create_table(
@@ -95,11 +96,10 @@ def _tables() -> None:
         sa.Column("currency", sa.String(32), nullable=False),
         sa.Column("amount", sa.BigInteger(), nullable=False),
         _created_at(),
-        sa.PrimaryKeyConstraint("id", name="pk_postings"),
+        sa.PrimaryKeyConstraint("transaction_id", "id", name="pk_postings"),
         sa.CheckConstraint("amount <> 0", name=op.f("ck_postings_amount_non_zero")),
     )
     op.create_index("ix_postings_account_id_id", "postings", ["account_id", "id"])
-    op.create_index("ix_postings_transaction_id", "postings", ["transaction_id"])
     op.create_table(
         "lots",
         sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
@@ -133,7 +133,13 @@ def _tables() -> None:
         ["expires_at"],
         postgresql_where=sa.text("remaining > 0 AND expires_at IS NOT NULL"),
     )
-    op.create_index("ix_lots_transaction_id", "lots", ["transaction_id"])
+    op.create_index(
+        "ix_lots_transaction_id",
+        "lots",
+        ["transaction_id"],
+        postgresql_using="brin",
+        postgresql_with={"pages_per_range": 16},
+    )
     op.create_table(
         "lot_allocations",
         sa.Column("transaction_id", sa.BigInteger(), nullable=False),

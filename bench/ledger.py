@@ -1,0 +1,256 @@
+"""Ledger benchmark: prints ONE JSON line of figures.
+
+    python bench/ledger.py            # QUESTLINE_DATABASE_URL, else the embedded PostgreSQL
+
+It creates a scratch database on that server (``questline_bench_<pid>_<hex>``), migrates it,
+measures, and drops it (only that one). The client runs in this same process, on the same
+machine as the server, so the Python side of every call is part of each figure.
+
+What is measured (every figure goes through ``ledger.service``, the code the API uses):
+
+- ``grants_per_s_c1`` / ``grants_per_s_c16``: ``service.grant`` out of the single issuance
+  account to random members (each grant: one transaction, two postings, one lot, one member
+  balance update) by 1 and by 16 concurrent connections. Each worker keeps one connection and
+  one ``AsyncSession`` in autocommit mode, so a grant is exactly one round trip and commits on
+  its own (a ledger function call is atomic by itself).
+- ``transfers_per_s_c16``: ``service.transfer`` of 1 point between random funded members,
+  16 connections, same mode (both member rows locked in id order, lots consumed and carried).
+- ``settle_lots_per_s``: ``ledger.tasks.run_settle_expirations`` (what the worker runs:
+  5,000 lots per statement, one commit per batch) over 100,000 expired lots of 20,000 members.
+- ``batch_postings_per_s``: ``service.post_batch`` with 5,000 grants (10,000 postings) per
+  call, one round trip and one commit per call, 200,000 postings in all.
+- ``*_session_txn``: the same grants and transfers, but each in a fresh ``runtime.transaction()``
+  (pool checkout, BEGIN, call, COMMIT: what a request handler does). The gap to the autocommit
+  figures is SQLAlchemy's session and pool overhead on the client (hundreds of microseconds of
+  Python per operation), not database work; on this 2-core machine the client and the server
+  share the CPUs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import random
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import asyncpg
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from ledger import service
+from ledger.tasks import run_settle_expirations
+from ledger.types import BatchGrant
+from server.runtime import Runtime
+from server.settings import Settings, get_settings
+
+MEMBERS = 20_000
+GRANTS_C1 = 3_000
+GRANTS_C16 = 30_000
+TRANSFERS_C16 = 30_000
+SETTLE_LOTS = 100_000
+BATCH_ENTRIES = 5_000
+BATCH_CALLS = 20
+WARMUP = 300
+
+
+def server_url() -> str:
+    settings = get_settings()
+    if settings.database_url:
+        return settings.database_url
+    from server.embedded import resolve_services
+
+    return resolve_services(settings).database_url
+
+
+def plain(url: str, database: str | None = None) -> str:
+    parsed = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+@asynccontextmanager
+async def scratch_database(url: str) -> Any:
+    name = f"questline_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = await asyncpg.connect(plain(url, "postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield (
+            make_url(url)
+            .set(drivername="postgresql+asyncpg", database=name)
+            .render_as_string(hide_password=False)
+        )
+    finally:
+        admin = await asyncpg.connect(plain(url, "postgres"))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def throughput(
+    engine: AsyncEngine, workers: int, total: int, op: Callable[[AsyncSession, int], Awaitable[Any]]
+) -> float:
+    """Operations per second of ``op`` on ``workers`` autocommit connections (after a warm-up
+    on each, so prepared statements and plans are cached)."""
+    counter = iter(range(total))
+    ready = 0
+    all_ready, go = asyncio.Event(), asyncio.Event()
+
+    async def worker() -> None:
+        nonlocal ready
+        async with engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            session = AsyncSession(bind=autocommit)
+            for _ in range(WARMUP):
+                await op(session, -1)
+            ready += 1
+            if ready == workers:
+                all_ready.set()
+            await go.wait()
+            for n in counter:
+                await op(session, n)
+            await session.close()
+
+    tasks = [asyncio.create_task(worker()) for _ in range(workers)]
+    await all_ready.wait()
+    start = time.perf_counter()
+    go.set()
+    await asyncio.gather(*tasks)
+    return total / (time.perf_counter() - start)
+
+
+async def throughput_session_txn(
+    runtime: Runtime, workers: int, total: int, op: Callable[[AsyncSession, int], Awaitable[Any]]
+) -> float:
+    """The same with a fresh ``runtime.transaction()`` per operation (a request handler)."""
+    counter = iter(range(total))
+
+    async def worker() -> None:
+        for n in counter:
+            async with runtime.transaction() as session:
+                await op(session, n)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return total / (time.perf_counter() - start)
+
+
+async def create_members(url: str) -> list[int]:
+    conn = await asyncpg.connect(plain(url))
+    try:
+        await conn.execute(
+            "INSERT INTO members (external_id, referral_code)"
+            " SELECT 'bench-' || g, 'bench-' || g FROM generate_series(1, $1) g",
+            MEMBERS,
+        )
+        return [r[0] for r in await conn.fetch("SELECT id FROM members ORDER BY id")]
+    finally:
+        await conn.close()
+
+
+async def fund(runtime: Runtime, members: list[int], amount: int, tag: str) -> None:
+    for start in range(0, len(members), BATCH_ENTRIES):
+        entries = [
+            BatchGrant(m, amount, f"{tag}-{m}") for m in members[start : start + BATCH_ENTRIES]
+        ]
+        async with runtime.transaction() as session:
+            await service.post_batch(session, entries, lifetime_days=365)
+
+
+async def bench_settlement(runtime: Runtime, url: str, members: list[int]) -> float:
+    per_member = SETTLE_LOTS // len(members)
+    later = datetime.now(UTC) + timedelta(days=1)
+    for round_ in range(per_member):
+        for start in range(0, len(members), BATCH_ENTRIES):
+            entries = [
+                BatchGrant(m, 5, f"expiring-{round_}-{m}", expires_at=later)
+                for m in members[start : start + BATCH_ENTRIES]
+            ]
+            async with runtime.transaction() as session:
+                await service.post_batch(session, entries)
+    conn = await asyncpg.connect(plain(url))
+    try:  # time passes: these lots are now two days past due
+        await conn.execute(
+            "UPDATE lots SET expires_at = now() - interval '1 day' WHERE expires_at = $1", later
+        )
+        await conn.execute("VACUUM ANALYZE lots")
+    finally:
+        await conn.close()
+    start = time.perf_counter()
+    result = await run_settle_expirations(runtime)
+    elapsed = time.perf_counter() - start
+    assert result.count == per_member * len(members), result
+    return result.count / elapsed
+
+
+async def bench_batch(runtime: Runtime, members: list[int]) -> float:
+    rng = random.Random(3)
+    batches = [
+        [BatchGrant(rng.choice(members), 10, f"import-{call}-{n}") for n in range(BATCH_ENTRIES)]
+        for call in range(BATCH_CALLS)
+    ]
+    start = time.perf_counter()
+    for entries in batches:
+        async with runtime.transaction() as session:
+            await service.post_batch(session, entries, lifetime_days=365)
+    elapsed = time.perf_counter() - start
+    return BATCH_CALLS * BATCH_ENTRIES * 2 / elapsed
+
+
+async def main() -> None:
+    async with scratch_database(server_url()) as url:
+        from server.migrate import upgrade_head
+
+        await asyncio.to_thread(upgrade_head, url)
+        members = await create_members(url)
+        # the API's own engine settings (pool pre-ping included); Redis is never contacted
+        settings = Settings(database_url=url, redis_url="redis://127.0.0.1:1/0", db_pool_size=20)
+        runtime = await Runtime.start(settings)
+        engine = runtime.engine
+        rng = random.Random(1)
+        serial = itertools.count()
+
+        async def grant(session: AsyncSession, n: int) -> None:
+            await service.grant(
+                session, rng.choice(members), 10, idempotency_key=f"grant-{next(serial)}",
+                lifetime_days=365,
+            )  # fmt: skip
+
+        async def transfer(session: AsyncSession, n: int) -> None:
+            a, b = rng.sample(members, 2)
+            await service.transfer(session, a, b, 1, idempotency_key=f"tr-{next(serial)}")
+
+        figures: dict[str, float] = {}
+        figures["grants_per_s_c1"] = await throughput(engine, 1, GRANTS_C1, grant)
+        figures["grants_per_s_c16"] = await throughput(engine, 16, GRANTS_C16, grant)
+        await fund(runtime, members, 1_000_000, "fund")
+        figures["transfers_per_s_c16"] = await throughput(engine, 16, TRANSFERS_C16, transfer)
+        figures["grants_per_s_c16_session_txn"] = await throughput_session_txn(
+            runtime, 16, 10_000, grant
+        )
+        figures["transfers_per_s_c16_session_txn"] = await throughput_session_txn(
+            runtime, 16, 10_000, transfer
+        )
+        figures["batch_postings_per_s"] = await bench_batch(runtime, members)
+        figures["settle_lots_per_s"] = await bench_settlement(runtime, url, members[:20_000])
+        await runtime.close()
+    print(json.dumps({k: round(v) for k, v in figures.items()}))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
