@@ -1,0 +1,922 @@
+"""Catalogue and redemptions: plain async functions taking an ``AsyncSession``; they never
+commit (the request or the task owns the transaction).
+
+Redeeming
+---------
+``redeem`` does everything in the caller's transaction, in this order:
+
+1. one read: the member, the item, a redemption already made with this idempotency key, and
+   (for items with a per-member limit) the units the member already holds;
+2. replay: the same key with the same input (item key, quantity) returns the stored
+   redemption and moves nothing; the same key with other input is ``IDEMPOTENCY_CONFLICT``;
+3. eligibility, cheapest first: active member, tier, window (and lottery not drawn), limit,
+   stock, each refused with its code before anything is written;
+4. ``ledger.service.spend`` (idempotency key ``redeem:<member id>:<key>``), which locks the
+   member's points account, consumes lots soonest-expiring first, or refuses with
+   ``INSUFFICIENT_FUNDS``;
+5. ``members.service.touch`` (last activity);
+6. the per-member limit again, now under the account lock: every redemption of this member
+   queues on that lock, so two concurrent redemptions cannot both see the last unit of the
+   allowance;
+7. ONE statement that decrements stock atomically (``stock = stock - q WHERE stock >= q``;
+   the row is locked only here, at the very end, so the hot-item lock is held for one
+   statement and the commit), claims a coupon code (``FOR UPDATE SKIP LOCKED``: concurrent
+   redemptions never wait for each other's code and never get the same one), inserts the
+   redemption and its lottery tickets.
+
+Any refusal raises ``DomainError``; the caller rolls back, so a failure writes nothing (not
+even the spend of step 4). Lock order, everywhere in this module: member points account ->
+member row -> catalogue item -> redemption -> coupon code. ``cancel`` follows it (ledger
+reversal, item, redemption) and the lottery draw starts at the item, so none of them can
+deadlock with another.
+
+Rules
+-----
+- ``cost`` is per unit, 1 to 1,000,000,000; ``cost * quantity`` above 1,000,000,000 is
+  ``INVALID_INPUT``. Free items are not supported: every redemption is a ledger spend, which
+  is also what serialises one member's redemptions.
+- ``stock`` is the number of units still available (NULL: unlimited). ``upsertCatalogItem``
+  sets it only when given, so editing an item's name never overwrites concurrent sales.
+- ``perMemberLimit`` counts units (quantities) of the member's redemptions of that item that
+  are not CANCELLED.
+- Visibility only controls listing: a hidden item can still be redeemed by its key (unlisted
+  offers); to stop redemptions, close its window (``availableUntil``).
+- COUPON: one code per redemption, so quantity must be 1; running out of codes is
+  ``OUT_OF_STOCK``.
+- LOTTERY: ``quantity`` buys that many tickets (entries); see ``redemptions.lottery``.
+- Coupon codes and cancellation: a code counts as *shown* once its ``code`` field has been
+  returned to the member's own token (in the ``redeem`` payload or any later read); that
+  moment is stored in ``code_revealed_at`` in the same statement that reads the code. A
+  cancelled redemption gives its code back to the pool only if it was never shown; a shown
+  code stays with the cancelled redemption for good (the merchant should void it). Codes read
+  by admins do not count as shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ledger import service as ledger
+from ledger.errors import LedgerError
+from members.models import Tier
+from members.service import touch
+from members.tiers import list_tiers
+from members.validation import validate_key
+from redemptions import lottery
+from redemptions.models import ITEM_KINDS, CatalogItem
+from server.errors import DomainError, ErrorCode, invalid, not_found
+
+MAX_TOTAL_COST = 1_000_000_000
+MAX_KEY_LENGTH = 255
+MAX_CODES_PER_CALL = 10_000
+MAX_CODE_LENGTH = 255
+MAX_QUANTITY = 1_000
+MAX_REASON_LENGTH = 1_000
+
+
+async def driver(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under ``session``, inside its transaction: the redemption path
+    sends its few statements straight to the driver (see ledger/_calls.py for the numbers).
+
+    SQLAlchemy's asyncpg adapter sends BEGIN lazily, with the first statement *it* executes;
+    a statement sent to the driver before that would run in autocommit and survive a
+    rollback. So the adapter's transaction is started here first (what its cursor does; a
+    no-op for autocommit read sessions and once the transaction has begun)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    adapted = raw.dbapi_connection
+    if getattr(adapted, "_transaction", None) is None:
+        start = getattr(adapted, "_start_transaction", None)
+        if start is not None:
+            await start()
+        else:  # pragma: no cover - another SQLAlchemy version: let it begin on its own
+            await connection.execute(text("SELECT 1"))
+    return raw.driver_connection
+
+
+# --------------------------------------------------------------------------- catalogue
+
+
+@dataclass(frozen=True)
+class CatalogItemInput:
+    key: str
+    name: str
+    cost: int
+    description: str | None = None
+    kind: str = "REWARD"
+    stock: int | None = None
+    set_stock: bool = False  # False: keep the current stock (new items: unlimited)
+    per_member_limit: int | None = None
+    min_tier: str | None = None  # a tier key
+    available_from: datetime | None = None
+    available_until: datetime | None = None
+    visible: bool = True
+    codes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UpsertOutcome:
+    item: CatalogItem
+    codes_added: int
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _clean_codes(codes: Sequence[str]) -> list[str]:
+    if len(codes) > MAX_CODES_PER_CALL:
+        raise invalid(f"at most {MAX_CODES_PER_CALL} codes per call", "codes")
+    cleaned: list[str] = []
+    seen: set[str] = set()
+    for code in codes:
+        value = code.strip()
+        if not value or len(value) > MAX_CODE_LENGTH:
+            raise invalid(f"each code must be 1 to {MAX_CODE_LENGTH} characters", "codes")
+        if value not in seen:
+            seen.add(value)
+            cleaned.append(value)
+    return cleaned
+
+
+def _validate_item(data: CatalogItemInput) -> list[str]:
+    validate_key(data.key)
+    if not data.name.strip() or len(data.name) > 255:
+        raise invalid("name must be 1 to 255 characters", "name")
+    if data.description is not None and len(data.description) > 10_000:
+        raise invalid("description is limited to 10,000 characters", "description")
+    if data.kind not in ITEM_KINDS:
+        raise invalid(f"kind must be one of {', '.join(ITEM_KINDS)}", "kind")
+    if not _whole(data.cost) or not 0 < data.cost <= MAX_TOTAL_COST:
+        raise invalid("cost must be between 1 and 1,000,000,000", "cost")
+    if data.set_stock and data.stock is not None and (not _whole(data.stock) or data.stock < 0):
+        raise invalid("stock cannot be negative (null: unlimited)", "stock")
+    if data.per_member_limit is not None and data.per_member_limit < 1:
+        raise invalid("perMemberLimit must be at least 1 (null: no limit)", "perMemberLimit")
+    start, end = _aware(data.available_from), _aware(data.available_until)
+    if start is not None and end is not None and start >= end:
+        raise invalid("availableFrom must be before availableUntil", "availableUntil")
+    if data.codes and data.kind != "COUPON":
+        raise invalid("codes belong to COUPON items only", "codes")
+    return _clean_codes(data.codes)
+
+
+async def upsert_item(session: AsyncSession, data: CatalogItemInput) -> UpsertOutcome:
+    """Create or update the item with ``data.key``; ``codes`` are added to a COUPON item's
+    pool (codes it already has are skipped, never duplicated)."""
+    codes = _validate_item(data)
+    min_tier_id: int | None = None
+    if data.min_tier is not None:
+        min_tier_id = await session.scalar(select(Tier.id).where(Tier.key == data.min_tier))
+        if min_tier_id is None:
+            raise not_found(f"no tier {data.min_tier!r}", "minTier")
+    existing = await session.scalar(
+        select(CatalogItem).where(CatalogItem.key == data.key).with_for_update()
+    )
+    if existing is not None and existing.kind != data.kind:
+        used = await session.scalar(
+            text("SELECT EXISTS (SELECT 1 FROM redemptions WHERE item_id = :id)"),
+            {"id": existing.id},
+        )
+        if used:
+            raise DomainError(
+                ErrorCode.CONFLICT, "the kind of an item with redemptions cannot change", "kind"
+            )
+    values: dict[str, Any] = {
+        "name": data.name.strip(),
+        "description": data.description,
+        "kind": data.kind,
+        "cost": data.cost,
+        "per_member_limit": data.per_member_limit,
+        "min_tier_id": min_tier_id,
+        "available_from": _aware(data.available_from),
+        "available_until": _aware(data.available_until),
+        "visible": data.visible,
+        "updated_at": text("now()"),
+    }
+    if data.set_stock:
+        values["stock"] = data.stock
+    item_id = await session.scalar(
+        insert(CatalogItem)
+        .values(key=data.key, **values)
+        .on_conflict_do_update(index_elements=[CatalogItem.key], set_=values)
+        .returning(CatalogItem.id)
+    )
+    assert item_id is not None
+    added = 0
+    if codes:
+        conn = await driver(session)
+        added = int(
+            await conn.fetchval(
+                """
+                WITH added AS (
+                    INSERT INTO coupon_codes (item_id, code)
+                    SELECT $1, unnest($2::text[])
+                    ON CONFLICT (item_id, code) DO NOTHING
+                    RETURNING 1
+                ) SELECT count(*) FROM added
+                """,
+                item_id,
+                codes,
+            )
+        )
+    item = await session.get_one(CatalogItem, item_id, populate_existing=True)
+    return UpsertOutcome(item, added)
+
+
+async def list_catalog(
+    session: AsyncSession,
+    *,
+    limit: int,
+    after_id: int | None,
+    now: datetime | None = None,
+    include_unavailable: bool = False,
+) -> list[CatalogItem]:
+    """Items in id order (keyset): by default those a member could look at now (visible, in
+    their window, lottery not drawn); sold-out items are listed with ``stock`` 0."""
+    query = select(CatalogItem).order_by(CatalogItem.id).limit(limit)
+    if after_id is not None:
+        query = query.where(CatalogItem.id > after_id)
+    if not include_unavailable:
+        moment = now or datetime.now(UTC)
+        query = query.where(
+            CatalogItem.visible.is_(True),
+            CatalogItem.drawn_at.is_(None),
+            (CatalogItem.available_from.is_(None)) | (CatalogItem.available_from <= moment),
+            (CatalogItem.available_until.is_(None)) | (CatalogItem.available_until > moment),
+        )
+    return list(await session.scalars(query))
+
+
+async def items_by_ids(session: AsyncSession, ids: Sequence[int]) -> dict[int, CatalogItem]:
+    rows = await session.scalars(select(CatalogItem).where(CatalogItem.id.in_(ids)))
+    return {item.id: item for item in rows}
+
+
+async def get_item_by_key(session: AsyncSession, key: str) -> CatalogItem | None:
+    return await session.scalar(select(CatalogItem).where(CatalogItem.key == key))
+
+
+async def codes_available(session: AsyncSession, item_ids: Sequence[int]) -> dict[int, int]:
+    """Unassigned codes per COUPON item (items without any are absent)."""
+    rows = await session.execute(
+        text(
+            "SELECT item_id, count(*) FROM coupon_codes"
+            " WHERE item_id = ANY(:ids) AND redemption_id IS NULL GROUP BY item_id"
+        ),
+        {"ids": list(item_ids)},
+    )
+    return {int(item_id): int(count) for item_id, count in rows}
+
+
+# --------------------------------------------------------------------------- redemptions
+
+
+@dataclass(frozen=True)
+class RedemptionRow:
+    """A redemption as the API shows it. ``code`` is the assigned coupon code, if any: the
+    GraphQL layer decides whether the caller may see it (and records that it was shown)."""
+
+    id: int
+    member_id: int
+    item_id: int
+    quantity: int
+    cost: int
+    status: str
+    created_at: datetime
+    code: str | None
+    code_revealed_at: datetime | None
+    fulfilled_at: datetime | None
+    cancelled_at: datetime | None
+    cancel_reason: str | None
+    spend_transaction_id: int
+    refund_transaction_id: int | None
+
+
+@dataclass(frozen=True)
+class RedeemOutcome:
+    redemption: RedemptionRow
+    replayed: bool  # the idempotency key had been used with the same input: nothing moved
+
+
+_REDEMPTION_COLUMNS = """
+    r.id, r.member_id, r.item_id, r.quantity, r.cost, r.status, r.created_at,
+    c.code, r.code_revealed_at, r.fulfilled_at, r.cancelled_at, r.cancel_reason,
+    r.spend_transaction_id, r.refund_transaction_id
+"""
+_REDEMPTION_FROM = " FROM redemptions r LEFT JOIN coupon_codes c ON c.redemption_id = r.id"
+
+
+def _row(record: Any) -> RedemptionRow:
+    return RedemptionRow(**dict(record))
+
+
+async def get_redemption(session: AsyncSession, redemption_id: int) -> RedemptionRow | None:
+    conn = await driver(session)
+    record = await conn.fetchrow(
+        f"SELECT {_REDEMPTION_COLUMNS}{_REDEMPTION_FROM} WHERE r.id = $1", redemption_id
+    )
+    return _row(record) if record else None
+
+
+async def member_redemptions(
+    session: AsyncSession, member_id: int, *, limit: int, before_id: int | None
+) -> list[RedemptionRow]:
+    """The member's redemptions, newest first (keyset: ids below ``before_id``)."""
+    conn = await driver(session)
+    records = await conn.fetch(
+        f"SELECT {_REDEMPTION_COLUMNS}{_REDEMPTION_FROM}"
+        " WHERE r.member_id = $1 AND ($2::bigint IS NULL OR r.id < $2)"
+        " ORDER BY r.id DESC LIMIT $3",
+        member_id,
+        before_id,
+        limit,
+    )
+    return [_row(record) for record in records]
+
+
+async def list_redemptions(
+    session: AsyncSession,
+    *,
+    limit: int,
+    before_id: int | None,
+    status: str | None = None,
+    item_key: str | None = None,
+) -> list[RedemptionRow]:
+    """Every member's redemptions, newest first, optionally by status and item."""
+    item_id: int | None = None
+    if item_key is not None:
+        item = await get_item_by_key(session, item_key)
+        if item is None:
+            raise not_found(f"no catalogue item {item_key!r}", "itemKey")
+        item_id = item.id
+    conn = await driver(session)
+    records = await conn.fetch(
+        f"SELECT {_REDEMPTION_COLUMNS}{_REDEMPTION_FROM}"
+        " WHERE ($1::bigint IS NULL OR r.id < $1) AND ($2::text IS NULL OR r.status = $2)"
+        " AND ($3::bigint IS NULL OR r.item_id = $3)"
+        " ORDER BY r.id DESC LIMIT $4",
+        before_id,
+        status,
+        item_id,
+        limit,
+    )
+    return [_row(record) for record in records]
+
+
+def redemption_input_hash(item_key: str, quantity: int) -> str:
+    payload = json.dumps(["redeem", {"item": item_key, "quantity": quantity}], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def spend_key(member_id: int, idempotency_key: str) -> str:
+    """The ledger key of a redemption's spend: scoped to the member, so two members may use
+    the same key. Keys too long to prefix are hashed (a distinct prefix keeps the two forms
+    from ever colliding)."""
+    key = f"redeem:{member_id}:{idempotency_key}"
+    if len(key) <= MAX_KEY_LENGTH:
+        return key
+    return f"redeem#{member_id}:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+
+
+_LOOKUP = """
+SELECT m.id AS member_id, m.status AS member_status, m.tier_id,
+       i.id AS item_id, i.name, i.kind, i.cost, i.stock, i.per_member_limit, i.min_tier_id,
+       i.available_from, i.available_until, i.drawn_at,
+       r.id AS existing_id, r.input_hash AS existing_hash,
+       CASE WHEN i.per_member_limit IS NOT NULL THEN
+           (SELECT coalesce(sum(x.quantity), 0) FROM redemptions x
+            WHERE x.member_id = m.id AND x.item_id = i.id AND x.status <> 'CANCELLED')
+       END AS used
+FROM members m
+LEFT JOIN catalog_items i ON i.key = $2
+LEFT JOIN redemptions r ON r.member_id = m.id AND r.idempotency_key = $3
+WHERE m.external_id = $1
+"""
+
+_USED = """
+SELECT coalesce(sum(quantity), 0) FROM redemptions
+WHERE member_id = $1 AND item_id = $2 AND status <> 'CANCELLED'
+"""
+
+# $1 member, $2 item, $3 key, $4 quantity, $5 total cost, $6 input hash, $7 spend tx,
+# $8 lock the item (limited stock or lottery), $9 coupon, $10 lottery.
+_WRITE = """
+WITH item AS (
+    UPDATE catalog_items SET stock = stock - $4::int
+    WHERE $8::boolean AND id = $2 AND (stock IS NULL OR stock >= $4::int) AND drawn_at IS NULL
+    RETURNING id
+), code AS (
+    SELECT id FROM coupon_codes
+    WHERE $9::boolean AND item_id = $2 AND redemption_id IS NULL
+    ORDER BY id LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), r AS (
+    INSERT INTO redemptions (member_id, item_id, quantity, cost, idempotency_key, input_hash,
+                             spend_transaction_id)
+    SELECT $1, $2, $4::int, $5, $3, $6, $7
+    WHERE (NOT $8::boolean OR EXISTS (SELECT 1 FROM item))
+      AND (NOT $9::boolean OR EXISTS (SELECT 1 FROM code))
+    RETURNING id, created_at
+), assigned AS (
+    UPDATE coupon_codes c SET redemption_id = r.id, assigned_at = r.created_at
+    FROM r, code WHERE c.id = code.id AND c.redemption_id IS NULL
+    RETURNING c.code
+), entries AS (
+    INSERT INTO lottery_entries (item_id, redemption_id, member_id)
+    SELECT $2, r.id, $1 FROM r, generate_series(1, $4::int) WHERE $10::boolean
+)
+SELECT (SELECT count(*) FROM item) AS item_ok, (SELECT count(*) FROM code) AS code_ok,
+       r.id, r.created_at, (SELECT a.code FROM assigned a) AS code
+FROM (SELECT 1) AS one LEFT JOIN r ON true
+"""
+
+
+def _refuse(code: ErrorCode, message: str, field: str | None = None) -> DomainError:
+    return DomainError(code, message, field)
+
+
+async def _tier_rank(session: AsyncSession, tier_id: int | None) -> int | None:
+    if tier_id is None:
+        return None
+    tiers = await list_tiers(session)
+    found = next((t for t in tiers if t.id == tier_id), None)
+    if found is None:  # a tier made in another process within the cache's TTL
+        tiers = await list_tiers(session, fresh=True)
+        found = next((t for t in tiers if t.id == tier_id), None)
+    return found.rank if found else None
+
+
+async def redeem(
+    session: AsyncSession,
+    *,
+    external_id: str,
+    item_key: str,
+    quantity: int,
+    idempotency_key: str,
+    now: datetime | None = None,
+) -> RedeemOutcome:
+    """Redeem ``quantity`` units of ``item_key`` for the member (see the module docstring)."""
+    if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= MAX_KEY_LENGTH:
+        raise invalid("idempotencyKey must be 1 to 255 characters", "idempotencyKey")
+    if not _whole(quantity) or quantity < 1:
+        raise invalid("quantity must be at least 1", "quantity")
+    moment = now or datetime.now(UTC)
+    digest = redemption_input_hash(item_key, quantity)
+    conn = await driver(session)
+    found = await conn.fetchrow(_LOOKUP, external_id, item_key, idempotency_key)
+    if found is None:
+        raise not_found(f"no member with externalId {external_id!r}", "externalId")
+    if found["existing_id"] is not None:
+        return await _replay(session, found["existing_id"], found["existing_hash"], digest)
+    if found["item_id"] is None:
+        raise not_found(f"no catalogue item {item_key!r}", "itemKey")
+
+    kind: str = found["kind"]
+    cost: int = found["cost"]
+    if quantity > MAX_QUANTITY or cost * quantity > MAX_TOTAL_COST:
+        raise invalid("quantity too large: cost × quantity is above 1,000,000,000", "quantity")
+    if kind == "COUPON" and quantity != 1:
+        raise invalid("a coupon is redeemed one at a time (quantity 1)", "quantity")
+    if found["member_status"] != "active":
+        raise _refuse(ErrorCode.NOT_ELIGIBLE, "this member is suspended", "externalId")
+    if found["min_tier_id"] is not None:
+        required = await _tier_rank(session, found["min_tier_id"])
+        held = await _tier_rank(session, found["tier_id"])
+        if required is not None and (held is None or held < required):
+            raise _refuse(ErrorCode.NOT_ELIGIBLE, "the member's tier is too low", "itemKey")
+    if found["available_from"] is not None and moment < found["available_from"]:
+        raise _refuse(ErrorCode.NOT_ELIGIBLE, "this item is not available yet", "itemKey")
+    if found["available_until"] is not None and moment >= found["available_until"]:
+        raise _refuse(ErrorCode.NOT_ELIGIBLE, "this item is no longer available", "itemKey")
+    if found["drawn_at"] is not None:
+        raise _refuse(ErrorCode.NOT_ELIGIBLE, "this lottery has been drawn", "itemKey")
+    limit: int | None = found["per_member_limit"]
+    if limit is not None and found["used"] + quantity > limit:
+        raise _refuse(ErrorCode.LIMIT_REACHED, f"at most {limit} per member", "quantity")
+    if found["stock"] is not None and found["stock"] < quantity:
+        raise _refuse(ErrorCode.OUT_OF_STOCK, "not enough stock left", "itemKey")
+
+    member_id: int = found["member_id"]
+    item_id: int = found["item_id"]
+    total = cost * quantity
+    try:
+        posted = await ledger.spend(
+            session,
+            member_id,
+            total,
+            idempotency_key=spend_key(member_id, idempotency_key),
+            memo=found["name"],
+            reference=f"catalog:{item_key}",
+            metadata={"item": item_key, "quantity": quantity},
+        )
+    except LedgerError as error:
+        field = "idempotencyKey" if error.code == ErrorCode.IDEMPOTENCY_CONFLICT else None
+        raise DomainError(error.code, error.message, field) from None
+    if posted.replayed:  # a twin request with this key committed while we waited
+        twin = await conn.fetchrow(
+            "SELECT id, input_hash FROM redemptions WHERE member_id = $1 AND idempotency_key = $2",
+            member_id,
+            idempotency_key,
+        )
+        if twin is None:
+            raise _refuse(ErrorCode.CONFLICT, "this idempotency key is in use; try again")
+        return await _replay(session, twin["id"], twin["input_hash"], digest)
+
+    await touch(session, member_id, moment)
+    if limit is not None:  # again, now that this member's redemptions queue on the account
+        used = await conn.fetchval(_USED, member_id, item_id)
+        if used + quantity > limit:
+            raise _refuse(ErrorCode.LIMIT_REACHED, f"at most {limit} per member", "quantity")
+
+    lock_item = found["stock"] is not None or kind == "LOTTERY"
+    written = await conn.fetchrow(
+        _WRITE,
+        member_id,
+        item_id,
+        idempotency_key,
+        quantity,
+        total,
+        digest,
+        posted.transaction_id,
+        lock_item,
+        kind == "COUPON",
+        kind == "LOTTERY",
+    )
+    if written["id"] is None:
+        if lock_item and not written["item_ok"]:
+            drawn = await conn.fetchval(
+                "SELECT drawn_at IS NOT NULL FROM catalog_items WHERE id = $1", item_id
+            )
+            if drawn:
+                raise _refuse(ErrorCode.NOT_ELIGIBLE, "this lottery has been drawn", "itemKey")
+            raise _refuse(ErrorCode.OUT_OF_STOCK, "not enough stock left", "itemKey")
+        raise _refuse(ErrorCode.OUT_OF_STOCK, "no coupon codes left", "itemKey")
+    redemption = RedemptionRow(
+        id=written["id"],
+        member_id=member_id,
+        item_id=item_id,
+        quantity=quantity,
+        cost=total,
+        status="PENDING",
+        created_at=written["created_at"],
+        code=written["code"],
+        code_revealed_at=None,
+        fulfilled_at=None,
+        cancelled_at=None,
+        cancel_reason=None,
+        spend_transaction_id=posted.transaction_id,
+        refund_transaction_id=None,
+    )
+    return RedeemOutcome(redemption, replayed=False)
+
+
+async def _replay(
+    session: AsyncSession, redemption_id: int, stored_hash: str, digest: str
+) -> RedeemOutcome:
+    if stored_hash != digest:
+        raise _refuse(
+            ErrorCode.IDEMPOTENCY_CONFLICT,
+            "this idempotency key was already used with different input",
+            "idempotencyKey",
+        )
+    stored = await get_redemption(session, redemption_id)
+    assert stored is not None
+    return RedeemOutcome(stored, replayed=True)
+
+
+async def cancel(
+    session: AsyncSession,
+    redemption_id: int,
+    *,
+    reason: str | None = None,
+    by_member: bool = False,
+    now: datetime | None = None,
+) -> RedemptionRow:
+    """Cancel a PENDING redemption: reverse its spend (the exact lots come back, with their
+    original expiry; see ledger.service), return the stock, give an unseen coupon code back
+    to the pool, withdraw its lottery tickets. ``by_member``: the member's own request (must be
+    active; counts as activity). Ownership is the caller's check."""
+    if reason is not None and len(reason) > MAX_REASON_LENGTH:
+        raise invalid(f"reason is limited to {MAX_REASON_LENGTH} characters", "reason")
+    moment = now or datetime.now(UTC)
+    current = await get_redemption(session, redemption_id)
+    if current is None:
+        raise not_found("no such redemption", "redemptionId")
+    _check_cancellable(current.status)
+    conn = await driver(session)
+    if by_member:
+        status = await conn.fetchval("SELECT status FROM members WHERE id = $1", current.member_id)
+        if status != "active":
+            raise _refuse(ErrorCode.NOT_ELIGIBLE, "this member is suspended", "redemptionId")
+
+    try:  # locks the member's account first, like redeem
+        refund = await ledger.reverse(
+            session,
+            current.spend_transaction_id,
+            memo=reason or "Redemption cancelled",
+            reference=f"redemption:{redemption_id}",
+        )
+    except LedgerError as error:
+        if error.code == ErrorCode.ALREADY_DONE:
+            raise _refuse(
+                ErrorCode.ALREADY_DONE, "this redemption is already cancelled", "redemptionId"
+            ) from None
+        raise DomainError(error.code, error.message, "redemptionId") from None
+    if by_member:
+        await touch(session, current.member_id, moment)
+    returned = await conn.fetchval(
+        "UPDATE catalog_items SET stock = stock + $2::int"
+        " WHERE id = $1 AND drawn_at IS NULL RETURNING id",
+        current.item_id,
+        current.quantity,
+    )
+    if returned is None:
+        raise _refuse(ErrorCode.NOT_ELIGIBLE, "this lottery has been drawn", "redemptionId")
+    changed = await conn.fetchrow(
+        "UPDATE redemptions SET status = 'CANCELLED', cancelled_at = $2, cancel_reason = $3,"
+        " refund_transaction_id = $4 WHERE id = $1 AND status = 'PENDING'"
+        " RETURNING code_revealed_at",
+        redemption_id,
+        moment,
+        reason,
+        refund.transaction_id,
+    )
+    if changed is None:  # fulfilled or cancelled meanwhile: undo everything
+        latest = await get_redemption(session, redemption_id)
+        _check_cancellable(latest.status if latest else "CANCELLED")
+        raise _refuse(ErrorCode.CONFLICT, "the redemption changed meanwhile; try again")
+    if changed["code_revealed_at"] is None:
+        await conn.execute(
+            "UPDATE coupon_codes SET redemption_id = NULL, assigned_at = NULL"
+            " WHERE redemption_id = $1",
+            redemption_id,
+        )
+    await conn.execute(
+        "UPDATE lottery_entries SET status = 'CANCELLED'"
+        " WHERE redemption_id = $1 AND status = 'ACTIVE'",
+        redemption_id,
+    )
+    cancelled = await get_redemption(session, redemption_id)
+    assert cancelled is not None
+    return cancelled
+
+
+def _check_cancellable(status: str) -> None:
+    if status == "CANCELLED":
+        raise _refuse(
+            ErrorCode.ALREADY_DONE, "this redemption is already cancelled", "redemptionId"
+        )
+    if status == "FULFILLED":
+        raise _refuse(
+            ErrorCode.NOT_ELIGIBLE, "a fulfilled redemption cannot be cancelled", "redemptionId"
+        )
+
+
+async def fulfill(
+    session: AsyncSession, redemption_id: int, *, now: datetime | None = None
+) -> RedemptionRow:
+    """PENDING -> FULFILLED (the reward was handed over). A lottery redemption is fulfilled
+    only after the draw, and only if it won (the draw itself closes the losing ones)."""
+    moment = now or datetime.now(UTC)
+    conn = await driver(session)
+    current = await conn.fetchrow(
+        "SELECT r.status, i.kind, i.drawn_at,"
+        " EXISTS (SELECT 1 FROM lottery_entries e"
+        "         WHERE e.redemption_id = r.id AND e.status = 'WON') AS won"
+        " FROM redemptions r JOIN catalog_items i ON i.id = r.item_id WHERE r.id = $1",
+        redemption_id,
+    )
+    if current is None:
+        raise not_found("no such redemption", "redemptionId")
+    _check_fulfillable(current["status"])
+    if current["kind"] == "LOTTERY" and (current["drawn_at"] is None or not current["won"]):
+        raise _refuse(
+            ErrorCode.NOT_ELIGIBLE,
+            "a lottery redemption is fulfilled only once it has won the draw",
+            "redemptionId",
+        )
+    changed = await conn.fetchval(
+        "UPDATE redemptions SET status = 'FULFILLED', fulfilled_at = $2"
+        " WHERE id = $1 AND status = 'PENDING' RETURNING id",
+        redemption_id,
+        moment,
+    )
+    if changed is None:
+        latest = await get_redemption(session, redemption_id)
+        _check_fulfillable(latest.status if latest else "CANCELLED")
+    fulfilled = await get_redemption(session, redemption_id)
+    assert fulfilled is not None
+    return fulfilled
+
+
+def _check_fulfillable(status: str) -> None:
+    if status == "FULFILLED":
+        raise _refuse(
+            ErrorCode.ALREADY_DONE, "this redemption is already fulfilled", "redemptionId"
+        )
+    if status == "CANCELLED":
+        raise _refuse(
+            ErrorCode.NOT_ELIGIBLE, "a cancelled redemption cannot be fulfilled", "redemptionId"
+        )
+
+
+async def reveal_codes(
+    session: AsyncSession, member_id: int, redemption_ids: Sequence[int], now: datetime
+) -> dict[int, str]:
+    """The coupon codes of the member's redemptions, recorded as shown to the member in the
+    same statement (``code_revealed_at``). A code already given back to the pool (its
+    redemption was cancelled before the code was ever shown) is not returned."""
+    conn = await driver(session)
+    records = await conn.fetch(
+        """
+        WITH shown AS (
+            UPDATE redemptions r SET code_revealed_at = coalesce(r.code_revealed_at, $3)
+            WHERE r.id = ANY($2::bigint[]) AND r.member_id = $1
+              AND (r.status <> 'CANCELLED' OR r.code_revealed_at IS NOT NULL)
+              AND EXISTS (SELECT 1 FROM coupon_codes c WHERE c.redemption_id = r.id)
+            RETURNING r.id
+        )
+        SELECT shown.id, c.code FROM shown JOIN coupon_codes c ON c.redemption_id = shown.id
+        """,
+        member_id,
+        list(redemption_ids),
+        now,
+    )
+    return {record["id"]: record["code"] for record in records}
+
+
+# --------------------------------------------------------------------------- lotteries
+
+
+@dataclass(frozen=True)
+class DrawRecord:
+    item_id: int
+    seed: str
+    method: str
+    winners_requested: int
+    entry_count: int
+    entries_digest: str
+    drawn_at: datetime
+    winning_entry_ids: list[int]  # best first
+
+
+@dataclass(frozen=True)
+class LotteryEntryRow:
+    id: int
+    redemption_id: int
+    member_id: int
+    status: str
+
+
+async def draw_lottery(
+    session: AsyncSession, item_key: str, winners: int, *, now: datetime | None = None
+) -> DrawRecord:
+    """Draw a LOTTERY item once (method and audit trail: ``redemptions.lottery``). Winning
+    tickets become WON and their redemptions stay PENDING until the prize is fulfilled; the
+    other tickets become LOST and their redemptions FULFILLED (the ticket was used). Entries
+    are closed from then on."""
+    if not _whole(winners) or not 1 <= winners <= lottery.MAX_WINNERS:
+        raise invalid(f"winners must be between 1 and {lottery.MAX_WINNERS}", "winners")
+    moment = now or datetime.now(UTC)
+    conn = await driver(session)
+    # The item row lock first: a redemption inserting tickets holds it until it commits, so
+    # once we have it, every ticket sold is visible and no new one can arrive.
+    item = await conn.fetchrow(
+        "SELECT id, kind, drawn_at FROM catalog_items WHERE key = $1 FOR UPDATE", item_key
+    )
+    if item is None:
+        raise not_found(f"no catalogue item {item_key!r}", "itemKey")
+    if item["kind"] != "LOTTERY":
+        raise invalid("only a LOTTERY item can be drawn", "itemKey")
+    if item["drawn_at"] is not None:
+        raise _refuse(ErrorCode.ALREADY_DONE, "this lottery has already been drawn", "itemKey")
+    item_id: int = item["id"]
+    seed = lottery.new_seed()
+    summary = await conn.fetchrow(lottery.ENTRIES_SUMMARY_SQL, item_id)
+    winning = [r["id"] for r in await conn.fetch(lottery.DRAW_WINNERS_SQL, item_id, seed, winners)]
+    await conn.execute(
+        "UPDATE lottery_entries SET status = CASE WHEN id = ANY($2::bigint[]) THEN 'WON'"
+        " ELSE 'LOST' END WHERE item_id = $1 AND status = 'ACTIVE'",
+        item_id,
+        winning,
+    )
+    await conn.execute(
+        "UPDATE redemptions r SET status = 'FULFILLED', fulfilled_at = $2"
+        " WHERE r.item_id = $1 AND r.status = 'PENDING' AND NOT EXISTS"
+        " (SELECT 1 FROM lottery_entries e WHERE e.redemption_id = r.id AND e.status = 'WON')",
+        item_id,
+        moment,
+    )
+    await conn.execute("UPDATE catalog_items SET drawn_at = $2 WHERE id = $1", item_id, moment)
+    await conn.execute(
+        "INSERT INTO lottery_draws (item_id, seed, method, winners_requested, entry_count,"
+        " entries_digest, drawn_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        item_id,
+        seed,
+        lottery.METHOD,
+        winners,
+        summary["entry_count"],
+        summary["digest"],
+        moment,
+    )
+    return DrawRecord(
+        item_id=item_id,
+        seed=seed,
+        method=lottery.METHOD,
+        winners_requested=winners,
+        entry_count=summary["entry_count"],
+        entries_digest=summary["digest"],
+        drawn_at=moment,
+        winning_entry_ids=winning,
+    )
+
+
+async def get_draw(session: AsyncSession, item_id: int) -> DrawRecord | None:
+    conn = await driver(session)
+    record = await conn.fetchrow("SELECT * FROM lottery_draws WHERE item_id = $1", item_id)
+    if record is None:
+        return None
+    won = await conn.fetch(
+        "SELECT id FROM lottery_entries WHERE item_id = $1 AND status = 'WON'", item_id
+    )
+    seed: str = record["seed"]
+    # each winner is its member's best ticket, so the score alone gives the draw's order
+    ranked = sorted((r["id"] for r in won), key=lambda i: (lottery.entry_score(seed, i), i))
+    return DrawRecord(
+        item_id=item_id,
+        seed=seed,
+        method=record["method"],
+        winners_requested=record["winners_requested"],
+        entry_count=record["entry_count"],
+        entries_digest=record["entries_digest"],
+        drawn_at=record["drawn_at"],
+        winning_entry_ids=ranked,
+    )
+
+
+async def lottery_entries(
+    session: AsyncSession, item_id: int, *, limit: int, after_id: int | None
+) -> list[LotteryEntryRow]:
+    """A lottery's tickets in id order (the order the draw's digest uses)."""
+    conn = await driver(session)
+    records = await conn.fetch(
+        "SELECT id, redemption_id, member_id, status FROM lottery_entries"
+        " WHERE item_id = $1 AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3",
+        item_id,
+        after_id,
+        limit,
+    )
+    return [LotteryEntryRow(**dict(r)) for r in records]
+
+
+async def entries_for_redemptions(
+    session: AsyncSession, redemption_ids: Sequence[int]
+) -> dict[int, list[LotteryEntryRow]]:
+    conn = await driver(session)
+    records = await conn.fetch(
+        "SELECT id, redemption_id, member_id, status FROM lottery_entries"
+        " WHERE redemption_id = ANY($1::bigint[]) ORDER BY id",
+        list(redemption_ids),
+    )
+    found: dict[int, list[LotteryEntryRow]] = {}
+    for record in records:
+        found.setdefault(record["redemption_id"], []).append(LotteryEntryRow(**dict(record)))
+    return found
+
+
+async def redemptions_of_entries(
+    session: AsyncSession, entry_ids: Sequence[int]
+) -> list[RedemptionRow]:
+    """The redemptions holding these tickets, in the tickets' order (e.g. the draw's ranking)."""
+    conn = await driver(session)
+    records = await conn.fetch(
+        f"SELECT e.id AS entry_id, {_REDEMPTION_COLUMNS}{_REDEMPTION_FROM}"
+        " JOIN lottery_entries e ON e.redemption_id = r.id WHERE e.id = ANY($1::bigint[])",
+        list(entry_ids),
+    )
+    by_entry = {record["entry_id"]: record for record in records}
+    rows: list[RedemptionRow] = []
+    for entry_id in entry_ids:
+        record = by_entry.get(entry_id)
+        if record is not None:
+            values = dict(record)
+            del values["entry_id"]
+            rows.append(RedemptionRow(**values))
+    return rows
