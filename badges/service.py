@@ -163,6 +163,6 @@ async def badges_of_members(
         .order_by(MemberBadge.awarded_at.desc(), MemberBadge.id.desc())
     )
     found: dict[int, list[tuple[MemberBadge, Badge]]] = {member_id: [] for member_id in member_ids}
-    for member_badge, badge in rows.tuples():
+    for member_badge, badge in rows:
         found[member_badge.member_id].append((member_badge, badge))
     return found

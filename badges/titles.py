@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import delete, func, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -114,6 +114,8 @@ async def grant_title(
     ``max_holders`` members hold it; ``NOT_FOUND`` for an unknown title; ``INVALID_INPUT``
     for an expiry that is not in the future.
     """
+    if expires_at is not None and expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=UTC)  # a naive timestamp is read as UTC
     if expires_at is not None and expires_at <= now:
         raise invalid("expiresAt must be in the future", "expiresAt")
     title = await require_title(session, title_key, lock=True)
@@ -177,17 +179,24 @@ async def equip_title(
         )
         if target_id is None:
             raise DomainError(ErrorCode.NOT_ELIGIBLE, "you do not hold this title", "titleKey")
-    # Lock the member's holdings first: two concurrent equips then run one after the other
-    # and cannot both leave a title equipped (the partial unique index would refuse it).
+    # Lock the member's holdings first: two concurrent equips then run one after the other.
+    # Unequip before equipping: the partial unique index is checked row by row, so one
+    # UPDATE that switches two rows could trip over it.
     await session.execute(
         select(MemberTitle.id).where(MemberTitle.member_id == member_id).with_for_update()
     )
     await session.execute(
         update(MemberTitle)
-        .where(MemberTitle.member_id == member_id)
-        .where(or_(MemberTitle.equipped, MemberTitle.title_id == target_id))
-        .values(equipped=MemberTitle.title_id == target_id if target_id is not None else False)
+        .where(MemberTitle.member_id == member_id, MemberTitle.equipped)
+        .where(MemberTitle.title_id != target_id if target_id is not None else true())
+        .values(equipped=False)
     )
+    if target_id is not None:
+        await session.execute(
+            update(MemberTitle)
+            .where(MemberTitle.member_id == member_id, MemberTitle.title_id == target_id)
+            .values(equipped=True)
+        )
 
 
 @dataclass(frozen=True)
@@ -209,7 +218,7 @@ async def holdings_of_members(
         .order_by(MemberTitle.granted_at.desc(), MemberTitle.id.desc())
     )
     found: dict[int, list[Holding]] = {member_id: [] for member_id in member_ids}
-    for holding, title in rows.tuples():
+    for holding, title in rows:
         found[holding.member_id].append(
             Holding(title, holding.granted_at, holding.expires_at, holding.equipped)
         )

@@ -28,6 +28,7 @@ Every event consults :func:`campaign_multiplier`, so the campaigns that can stil
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -90,10 +91,9 @@ def _validate_name(name: str) -> str:
 
 
 def _validate_multiplier(value: float) -> Decimal:
-    try:
-        multiplier = Decimal(str(value)).quantize(Decimal("0.001"))
-    except ArithmeticError as exc:
-        raise invalid("multiplier must be a number", "multiplier") from exc
+    if not math.isfinite(value):
+        raise invalid("multiplier must be a number", "multiplier")
+    multiplier = Decimal(str(value)).quantize(Decimal("0.001"))
     if not Decimal(0) < multiplier <= MAX_MULTIPLIER:
         raise invalid(f"multiplier must be above 0 and at most {MAX_MULTIPLIER}", "multiplier")
     return multiplier

@@ -248,15 +248,14 @@ class ReferralStats:
 async def referral_stats(
     session: AsyncSession, member_ids: Sequence[int]
 ) -> dict[int, ReferralStats]:
-    referred = dict(
-        (
-            await session.execute(
-                select(Member.referred_by_id, func.count())
-                .where(Member.referred_by_id.in_(member_ids))
-                .group_by(Member.referred_by_id)
-            )
-        ).tuples()
-    )
+    referred = {
+        referrer_id: referees
+        for referrer_id, referees in await session.execute(
+            select(Member.referred_by_id, func.count())
+            .where(Member.referred_by_id.in_(member_ids))
+            .group_by(Member.referred_by_id)
+        )
+    }
     rewards = {
         row.referrer_id: (row.qualified, row.rewarded)
         for row in await session.execute(

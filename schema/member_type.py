@@ -12,7 +12,10 @@ from datetime import date, datetime
 import strawberry
 
 from members.models import Member as MemberModel
+from schema.badges import MemberBadgeFields
 from schema.program import MemberTierFields
+from schema.quests import MemberQuestFields
+from schema.referrals import MemberReferralFields
 
 
 @strawberry.type
@@ -30,7 +33,13 @@ class MemberCoreFields:
 
 
 @strawberry.type(description="A member of the loyalty program.")
-class Member(MemberCoreFields, MemberTierFields):
+class Member(
+    MemberCoreFields,
+    MemberTierFields,
+    MemberQuestFields,
+    MemberBadgeFields,
+    MemberReferralFields,
+):
     pass
 
 

@@ -18,14 +18,29 @@ from strawberry.extensions import (
 )
 from strawberry.tools import merge_types
 
+from schema.badges import BadgeMutations, BadgeQueries
+from schema.campaigns import CampaignMutations, CampaignQueries
 from schema.errors import should_mask_error
 from schema.extensions import CloseRequestResources
 from schema.members import MemberMutations, MemberQueries
 from schema.program import ProgramMutations, ProgramQueries
+from schema.quests import QuestMutations, QuestQueries
 from server.settings import Settings, get_settings
 
-QUERIES: tuple[type, ...] = (MemberQueries, ProgramQueries)
-MUTATIONS: tuple[type, ...] = (MemberMutations, ProgramMutations)
+QUERIES: tuple[type, ...] = (
+    MemberQueries,
+    ProgramQueries,
+    QuestQueries,
+    BadgeQueries,
+    CampaignQueries,
+)
+MUTATIONS: tuple[type, ...] = (
+    MemberMutations,
+    ProgramMutations,
+    QuestMutations,
+    BadgeMutations,
+    CampaignMutations,
+)
 
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)

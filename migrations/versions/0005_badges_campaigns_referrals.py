@@ -5,6 +5,7 @@ Revises: 0003
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -16,7 +17,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _now() -> sa.Column[sa.DateTime]:
+def _updated_at() -> sa.Column[Any]:
     return sa.Column(
         "updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
     )
@@ -36,7 +37,7 @@ def _badges() -> None:
         sa.Column("image_url", sa.String(2048)),
         sa.Column("levels", sa.Integer(), server_default="1", nullable=False),
         sa.Column("secret", sa.Boolean(), server_default=sa.text("false"), nullable=False),
-        _now(),
+        _updated_at(),
         sa.CheckConstraint("levels >= 1", name="ck_badges_levels_positive"),
         sa.PrimaryKeyConstraint("id", name="pk_badges"),
         sa.UniqueConstraint("key", name="uq_badges_key"),
@@ -55,9 +56,7 @@ def _badges() -> None:
             ["badge_id"], ["badges.id"], name="fk_member_badges_badge_id_badges"
         ),
         sa.PrimaryKeyConstraint("id", name="pk_member_badges"),
-        sa.UniqueConstraint(
-            "member_id", "badge_id", name="uq_member_badges_member_id_badge_id"
-        ),
+        sa.UniqueConstraint("member_id", "badge_id", name="uq_member_badges_member_id_badge_id"),
     )
     op.create_index("ix_member_badges_badge_id", "member_badges", ["badge_id"])
 
@@ -70,7 +69,7 @@ def _titles() -> None:
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("description", sa.Text()),
         sa.Column("max_holders", sa.Integer()),
-        _now(),
+        _updated_at(),
         sa.CheckConstraint(
             "max_holders IS NULL OR max_holders >= 1", name="ck_titles_max_holders_positive"
         ),
@@ -90,9 +89,7 @@ def _titles() -> None:
             ["title_id"], ["titles.id"], name="fk_member_titles_title_id_titles"
         ),
         sa.PrimaryKeyConstraint("id", name="pk_member_titles"),
-        sa.UniqueConstraint(
-            "member_id", "title_id", name="uq_member_titles_member_id_title_id"
-        ),
+        sa.UniqueConstraint("member_id", "title_id", name="uq_member_titles_member_id_title_id"),
     )
     op.create_index("ix_member_titles_title_id", "member_titles", ["title_id"])
     op.create_index(
@@ -113,11 +110,9 @@ def _campaigns() -> None:
         sa.Column("multiplier", sa.Numeric(8, 3), nullable=False),
         sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ends_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column(
-            "event_types", postgresql.ARRAY(sa.Text()), server_default="{}", nullable=False
-        ),
+        sa.Column("event_types", postgresql.ARRAY(sa.Text()), server_default="{}", nullable=False),
         sa.Column("min_tier_id", sa.BigInteger()),
-        _now(),
+        _updated_at(),
         sa.CheckConstraint("multiplier > 0", name="ck_campaigns_multiplier_positive"),
         sa.CheckConstraint("ends_at > starts_at", name="ck_campaigns_ends_after_start"),
         sa.ForeignKeyConstraint(
