@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -166,12 +166,82 @@ async def seed_ledger(session: AsyncSession) -> int:
     return created
 
 
+DEMO_BADGES: tuple[tuple[str, str, str, int, bool], ...] = (
+    ("coffee-lover", "Coffee Lover", "Bronze at 10 coffees, silver at 50, gold at 200", 3, False),
+    ("early-bird", "Early Bird", "A coffee before 8 am", 1, False),
+    ("night-owl", "Night Owl", "You found the midnight menu", 1, True),
+)
+DEMO_TITLES: tuple[tuple[str, str, int | None], ...] = (
+    ("chief-experience-officer", "Chief Experience Officer", 1),
+    ("regular", "Regular", None),
+)
+# (externalId, badge key, level) and (externalId, title key): what the demo members earned.
+DEMO_BADGE_AWARDS = (
+    ("alice", "coffee-lover", 2),
+    ("chloe", "coffee-lover", 3),
+    ("emma", "night-owl", 1),
+)
+DEMO_TITLE_GRANTS = (("emma", "chief-experience-officer"), ("alice", "regular"))
+
+
+async def seed_badges(session: AsyncSession) -> int:
+    """Badges (one leveled, one secret), titles (a single-seat CXO) and a few of each held."""
+    if not _module_exists("badges.service"):
+        return 0
+    from badges.models import Badge, Title
+    from badges.service import BadgeInput, award_badge, upsert_badge
+    from badges.titles import TitleInput, grant_title, upsert_title
+    from members.service import get_member_by_external_id
+
+    now = datetime.now(UTC)
+    created = 0
+    badges = set(await session.scalars(select(Badge.key)))
+    for key, name, description, levels, secret in DEMO_BADGES:
+        if key not in badges:
+            await upsert_badge(session, BadgeInput(key, name, description, None, levels, secret))
+            created += 1
+    titles = set(await session.scalars(select(Title.key)))
+    for key, name, max_holders in DEMO_TITLES:
+        if key not in titles:
+            await upsert_title(session, TitleInput(key, name, None, max_holders), now=now)
+            created += 1
+    for external_id, key, level in DEMO_BADGE_AWARDS:
+        member = await get_member_by_external_id(session, external_id)
+        if member is not None and await award_badge(session, member.id, key, level, now=now):
+            created += 1
+    for external_id, key in DEMO_TITLE_GRANTS:
+        member = await get_member_by_external_id(session, external_id)
+        if member is not None and await grant_title(session, member.id, key, now=now):
+            created += 1
+    return created
+
+
+async def seed_campaigns(session: AsyncSession) -> int:
+    """A double points weekend: the coming Saturday and Sunday (UTC)."""
+    if not _module_exists("campaigns.service"):
+        return 0
+    from campaigns.models import Campaign
+    from campaigns.service import CampaignInput, upsert_campaign
+
+    if await session.scalar(select(exists().where(Campaign.key == "double-points-weekend"))):
+        return 0
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    saturday = today + timedelta(days=(5 - today.weekday()) % 7)
+    weekend = CampaignInput(
+        "double-points-weekend", "Double points weekend", 2.0, saturday, saturday + timedelta(2)
+    )
+    await upsert_campaign(session, weekend)
+    return 1
+
+
 Seeder = Callable[[AsyncSession], Awaitable[int]]
 
 SEEDERS: list[tuple[str, Seeder]] = [
     ("tiers", seed_tiers),
     ("members", seed_members),
     ("ledger", seed_ledger),
+    ("badges", seed_badges),
+    ("campaigns", seed_campaigns),
 ]
 
 
