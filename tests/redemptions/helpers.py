@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -107,7 +107,7 @@ async def in_transaction(runtime: Runtime, op: Callable[[Any], Awaitable[T]]) ->
         return error
 
 
-async def gather_all(coroutines: list[Awaitable[T]]) -> list[T]:
+async def gather_all(coroutines: Sequence[Awaitable[T]]) -> list[T]:
     async with asyncio.timeout(120):
         return await asyncio.gather(*coroutines)
 
