@@ -40,7 +40,9 @@ from members.models import Member
 from members.program import Program, get_program
 from referrals.models import ReferralReward
 from server.awards import Award, points
+from server.cache import TTLCache
 from server.errors import DomainError
+from server.runtime import AfterCommit
 
 log = structlog.get_logger("questline.referrals")
 
@@ -69,6 +71,9 @@ async def on_member_event(
     program = await get_program(session)
     if program.referral_qualifying_event is None or event_type != program.referral_qualifying_event:
         return []
+    settled_by = _settled.get(member_id)
+    if settled_by is not None and settled_by != event_id:
+        return []
     outcome = await reward_referral(session, member_id, now=now, event_id=event_id, program=program)
     if outcome is None or outcome.referee_award is None:
         return []
@@ -85,11 +90,15 @@ async def reward_referral(
             select(Member.status, Member.referred_by_id).where(Member.id == referee_id)
         )
     ).one_or_none()
-    if referee is None or referee.referred_by_id is None or referee.status != "active":
+    if referee is None or referee.status != "active":
+        return None
+    if referee.referred_by_id is None:
+        _remember_settled(session, referee_id, NOT_REFERRED)
         return None
     referrer_id: int = referee.referred_by_id
     existing = await _claim_of(session, referee_id)
     if existing is not None:
+        _remember_settled(session, referee_id, existing.event_id)
         return _stored(existing) if existing.event_id == event_id else None
     if await _chain_reaches(session, referrer_id, referee_id):
         log.warning("referral cycle refused", referee_id=referee_id, referrer_id=referrer_id)
@@ -137,7 +146,27 @@ async def reward_referral(
     await session.execute(
         update(ReferralReward).where(ReferralReward.id == claim_id).values(**changes)
     )
+    _remember_settled(session, referee_id, event_id)
     return ReferralOutcome(referee_id, referrer_id, referee_award, referrer_award, referrer_outcome)
+
+
+# Members whose referral is settled for good (never referred: a link is only made when a
+# member registers; or already rewarded), with the id of the event that was rewarded
+# (NOT_REFERRED: none). A purchase is usually the qualifying event, so this spares the
+# look-ups on every purchase after the first. Filled only once the transaction committed.
+NOT_REFERRED = 0
+_settled: TTLCache[int, int] = TTLCache(seconds=3600, max_entries=100_000)
+
+
+def _remember_settled(session: AsyncSession, member_id: int, event_id: int) -> None:
+    hooks: list[AfterCommit] | None = session.info.get("after_commit")
+    if hooks is None:  # not a Runtime.transaction(): do not cache what might roll back
+        return
+
+    async def remember() -> None:
+        _settled.put(member_id, event_id)
+
+    hooks.append(remember)
 
 
 def local_month(now: datetime, timezone: str) -> date:
