@@ -18,11 +18,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ledger.errors import IDEMPOTENCY_CONFLICT, INVALID_INPUT, LedgerError
+from ledger.errors import CONFLICT, INVALID_INPUT, LedgerError
 
 MAX_AMOUNT = 1_000_000_000
 MAX_KEY_LENGTH = 255
-DUPLICATE_KEY_SQLSTATE = "QL409"  # raised by ledger_post_batch when a twin batch won a key
+UNIQUE_VIOLATION = "23505"
+IDEMPOTENCY_INDEX = "uq_transactions_idempotency_key"
 
 
 async def driver(session: AsyncSession) -> Any:
@@ -52,11 +53,16 @@ async def fetch(session: AsyncSession, sql: str, *args: Any) -> list[Any]:
 
 
 def _translate(error: Exception) -> None:
-    """asyncpg errors carry ``sqlstate``; the ledger's own ones become LedgerErrors."""
-    if getattr(error, "sqlstate", None) == DUPLICATE_KEY_SQLSTATE:
+    """A concurrent request that committed one of our idempotency keys first (only possible
+    for ``post_batch``, whose plain INSERT then fails) becomes a LedgerError; the database
+    transaction is aborted and must be rolled back (a retry then replays or conflicts)."""
+    if (
+        getattr(error, "sqlstate", None) == UNIQUE_VIOLATION
+        and getattr(error, "constraint_name", None) == IDEMPOTENCY_INDEX
+    ):
         raise LedgerError(
-            IDEMPOTENCY_CONFLICT,
-            "an idempotency key of this batch was used concurrently with other input",
+            CONFLICT,
+            "a concurrent request used one of these idempotency keys; retry",
             "idempotencyKey",
             aborted=True,
         ) from error

@@ -770,6 +770,7 @@ CREATE OR REPLACE FUNCTION ledger_vest_due(p_as_of timestamptz, p_limit integer,
     OUT o_count integer, OUT o_amount bigint, OUT o_candidates integer)
 LANGUAGE plpgsql SET jit = off AS $$
 DECLARE
+    v_seq regclass := pg_get_serial_sequence('transactions', 'id')::regclass;
     v_ids bigint[];
 BEGIN
     SELECT array_agg(d.transaction_id) INTO v_ids FROM (
@@ -796,7 +797,7 @@ BEGIN
     WITH v AS (
         UPDATE pending_credits pc
         SET status = 'vested', settled_at = now(),
-            settled_transaction_id = nextval(pg_get_serial_sequence('transactions', 'id'))
+            settled_transaction_id = nextval(v_seq)
         WHERE pc.transaction_id = ANY(v_ids) AND pc.status = 'pending'
         RETURNING pc.*
     ), d AS (
@@ -1025,18 +1026,22 @@ END $$;
 
 SETTLE = r"""
 -- Expire the remainder of every lot whose expires_at <= p_as_of (clamped to now(): settlement
--- never runs ahead of the clock, so a settled lot stays expired for every later reversal),
--- at most p_limit lots, set-based. Each lot gets its own 'expire' transaction keyed
--- expire:lot:<id>. The member accounts are locked in id order first, like a spend does, and
--- the lots are re-read after the locks, so neither a concurrent spend nor a second settler
--- can make a lot expire twice or expire points that were just spent.
+-- never runs ahead of the clock), at most p_limit lots, set-based. Each lot gets its own
+-- 'expire' transaction keyed expire:lot:<id>. The member accounts are locked in id order
+-- first, like a spend does, and the lots are re-read after the locks, so neither a concurrent
+-- spend nor a second settler can expire a lot twice or expire points that were just spent.
+-- Once a lot is past expires_at its remaining never grows again (a reversal sends such points
+-- straight to the expired account), so its key cannot exist yet: a plain INSERT, and a
+-- duplicate key would be a bug that fails loudly instead of being skipped.
 CREATE OR REPLACE FUNCTION ledger_settle_expirations(p_as_of timestamptz, p_limit integer,
     OUT o_lots integer, OUT o_amount bigint, OUT o_candidates integer)
 LANGUAGE plpgsql SET jit = off AS $$
 DECLARE
     v_as_of timestamptz := LEAST(p_as_of, now());
+    v_seq regclass := pg_get_serial_sequence('transactions', 'id')::regclass;
     v_ids bigint[];
     v_accounts bigint[];
+    v_amounts bigint[];
 BEGIN
     SELECT array_agg(d.id), array_agg(DISTINCT d.account_id) INTO v_ids, v_accounts FROM (
         SELECT l.id, l.account_id FROM lots l
@@ -1048,48 +1053,54 @@ BEGIN
     IF o_candidates = 0 THEN
         RETURN;
     END IF;
-    PERFORM ledger_system_account(c.currency, 'expired')
-    FROM (SELECT DISTINCT a.currency FROM accounts a WHERE a.id = ANY(v_accounts)) c;
-    PERFORM 1 FROM accounts a WHERE a.id = ANY(v_accounts) ORDER BY a.id FOR NO KEY UPDATE;
+    PERFORM ledger_system_account(c.key, 'expired') FROM currencies c;
+    PERFORM 1 FROM unnest(v_accounts) x(id) JOIN accounts a ON a.id = x.id
+    ORDER BY a.id FOR NO KEY UPDATE OF a;
 
-    WITH due AS (
-        SELECT l.id, l.account_id, l.remaining, a.currency, a.member_id, e.id AS expired_acc,
-               nextval(pg_get_serial_sequence('transactions', 'id')) AS tx_id
-        FROM lots l
-        JOIN accounts a ON a.id = l.account_id
+    -- after the locks: what is still due now (a spend or a twin settler may have been first)
+    SELECT array_agg(l.id), array_agg(l.account_id), array_agg(l.remaining)
+      INTO v_ids, v_accounts, v_amounts
+      FROM unnest(v_ids) x(id) JOIN lots l ON l.id = x.id
+     WHERE l.remaining > 0 AND l.expires_at <= v_as_of;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+
+    WITH d AS MATERIALIZED (
+        SELECT x.lot_id, x.account_id, x.amount, a.currency, a.member_id,
+               e.id AS expired_acc, nextval(v_seq) AS tx_id
+        FROM unnest(v_ids, v_accounts, v_amounts) x(lot_id, account_id, amount)
+        JOIN accounts a ON a.id = x.account_id
         JOIN accounts e ON e.key = 'system:expired:' || a.currency
-        WHERE l.id = ANY(v_ids) AND l.remaining > 0 AND l.expires_at <= v_as_of
+    ), u AS (
+        -- every right-hand side reads the old row: expired grows by the old remaining
+        UPDATE lots l SET expired = l.expired + l.remaining, remaining = 0
+        FROM unnest(v_ids) x(id) WHERE l.id = x.id
     ), t AS (
         INSERT INTO transactions (id, kind, reference, member_id, idempotency_key)
-        SELECT due.tx_id, 'expire', 'lot:' || due.id, due.member_id, 'expire:lot:' || due.id
-        FROM due
-        ON CONFLICT (idempotency_key) DO NOTHING
-        RETURNING id
-    ), d AS (
-        SELECT due.* FROM due JOIN t ON t.id = due.tx_id
+        SELECT d.tx_id, 'expire', 'lot:' || d.lot_id, d.member_id, 'expire:lot:' || d.lot_id
+        FROM d
     ), p AS (
         INSERT INTO postings (transaction_id, account_id, currency, amount)
         SELECT d.tx_id, x.account_id, d.currency, x.amount
         FROM d CROSS JOIN LATERAL
-             (VALUES (d.account_id, -d.remaining), (d.expired_acc, d.remaining))
-             x(account_id, amount)
-    ), u AS (
-        UPDATE lots l SET remaining = 0, expired = l.expired + d.remaining
-        FROM d WHERE l.id = d.id
+             (VALUES (d.account_id, -d.amount), (d.expired_acc, d.amount)) x(account_id, amount)
     ), b AS (
         UPDATE accounts a SET balance = a.balance - s.total
-        FROM (SELECT d.account_id, sum(d.remaining) AS total FROM d GROUP BY d.account_id) s
+        FROM (SELECT d.account_id, sum(d.amount) AS total FROM d GROUP BY d.account_id) s
         WHERE a.id = s.account_id
     )
-    SELECT count(*), COALESCE(sum(d.remaining), 0) INTO o_lots, o_amount FROM d;
+    SELECT count(*), COALESCE(sum(d.amount), 0) INTO o_lots, o_amount FROM d;
 END $$;
 """
 
 BATCH = r"""
 -- Many grants in one round trip (imports): one transaction, two postings and one lot per
 -- entry, set-based. Validates everything first and writes nothing when an entry is invalid:
--- then it returns only the failing entries (status <> 'ok'/'replay'). Entries whose key
--- already exists with the same hash are replays.
+-- then it returns only the failing entries (status other than 'ok'/'replay'). Entries whose
+-- key already exists with the same hash are replays. New keys are inserted with a plain
+-- INSERT: if a concurrent batch commits one of them in between, the unique index raises and
+-- the whole call fails (the caller rolls back and retries, and then gets replays).
 CREATE OR REPLACE FUNCTION ledger_post_batch(
     p_members bigint[], p_currencies text[], p_amounts bigint[], p_keys text[], p_hashes text[],
     p_memos text[], p_references text[], p_expires timestamptz[], p_kind text,
@@ -1097,6 +1108,7 @@ CREATE OR REPLACE FUNCTION ledger_post_batch(
 RETURNS TABLE (o_index integer, o_status text, o_tx bigint, o_created_at timestamptz)
 LANGUAGE plpgsql SET jit = off AS $$
 DECLARE
+    v_seq regclass := pg_get_serial_sequence('transactions', 'id')::regclass;
     v_failed integer;
 BEGIN
     RETURN QUERY
@@ -1117,8 +1129,10 @@ BEGIN
            t.id, t.created_at
     FROM e
     LEFT JOIN currencies c ON c.key = e.currency
-    LEFT JOIN members m ON m.id = e.member_id
-    LEFT JOIN transactions t ON t.idempotency_key = e.key
+    -- LATERAL: one index probe per entry (a join would hash whole tables)
+    LEFT JOIN LATERAL (SELECT mm.id FROM members mm WHERE mm.id = e.member_id) m ON true
+    LEFT JOIN LATERAL (SELECT tt.id, tt.created_at, tt.input_hash FROM transactions tt
+                       WHERE tt.idempotency_key = e.key) t ON true
     WHERE e.amount IS NULL OR e.amount <= 0 OR e.amount > 1000000000
        OR c.key IS NULL OR m.id IS NULL
        OR (e.expires_at IS NOT NULL AND (NOT c.expiring OR e.expires_at <= now()))
@@ -1132,6 +1146,8 @@ BEGIN
     SELECT DISTINCT 'member:' || x.member_id || ':' || x.currency, x.member_id, x.currency,
            'available', false
     FROM unnest(p_members, p_currencies) x(member_id, currency)
+    WHERE NOT EXISTS (SELECT 1 FROM accounts a
+                      WHERE a.key = 'member:' || x.member_id || ':' || x.currency)
     ORDER BY 1
     ON CONFLICT (key) DO NOTHING;
     PERFORM ledger_system_account(c.currency, 'issuance')
@@ -1142,12 +1158,12 @@ BEGIN
     ORDER BY a.id FOR NO KEY UPDATE;
 
     RETURN QUERY
-    WITH e AS (
+    WITH e AS MATERIALIZED (
         SELECT x.ord::integer AS idx, x.member_id, x.currency, x.amount, x.key, x.hash, x.memo,
-               x.reference, a.id AS acc, i.id AS issuance,
+               x.reference, a.id AS acc, i.id AS issuance, prior.id AS prior_id,
+               prior.created_at AS prior_created_at,
                CASE WHEN c.expiring THEN COALESCE(
-                   x.expires_at, now() + make_interval(days => p_lifetime_days)) END AS expires_at,
-               nextval(pg_get_serial_sequence('transactions', 'id')) AS tx_id
+                   x.expires_at, now() + make_interval(days => p_lifetime_days)) END AS expires_at
         FROM unnest(p_members, p_currencies, p_amounts, p_keys, p_hashes, p_memos,
                     p_references, p_expires)
              WITH ORDINALITY x(member_id, currency, amount, key, hash, memo, reference,
@@ -1155,14 +1171,14 @@ BEGIN
         JOIN currencies c ON c.key = x.currency
         JOIN accounts a ON a.key = 'member:' || x.member_id || ':' || x.currency
         JOIN accounts i ON i.key = 'system:issuance:' || x.currency
+        LEFT JOIN LATERAL (SELECT tt.id, tt.created_at FROM transactions tt
+                           WHERE tt.idempotency_key = x.key) prior ON true
+    ), n AS MATERIALIZED (
+        SELECT e.*, nextval(v_seq) AS tx_id FROM e WHERE e.prior_id IS NULL
     ), t AS (
         INSERT INTO transactions (id, kind, memo, reference, member_id, idempotency_key,
                                   input_hash)
-        SELECT e.tx_id, p_kind, e.memo, e.reference, e.member_id, e.key, e.hash FROM e
-        ON CONFLICT (idempotency_key) DO NOTHING
-        RETURNING id
-    ), n AS (
-        SELECT e.* FROM e JOIN t ON t.id = e.tx_id
+        SELECT n.tx_id, p_kind, n.memo, n.reference, n.member_id, n.key, n.hash FROM n
     ), p AS (
         INSERT INTO postings (transaction_id, account_id, currency, amount)
         SELECT n.tx_id, x.account_id, n.currency, x.amount
@@ -1176,17 +1192,10 @@ BEGIN
         FROM (SELECT n.acc, sum(n.amount) AS total FROM n GROUP BY n.acc) s
         WHERE a.id = s.acc
     )
-    SELECT e.idx, CASE WHEN n.tx_id IS NOT NULL THEN 'ok' ELSE 'replay' END,
-           COALESCE(n.tx_id, prior.id), COALESCE(prior.created_at, now())
+    SELECT e.idx, CASE WHEN e.prior_id IS NULL THEN 'ok' ELSE 'replay' END,
+           COALESCE(e.prior_id, n.tx_id), COALESCE(e.prior_created_at, now())
     FROM e LEFT JOIN n ON n.idx = e.idx
-    LEFT JOIN transactions prior ON n.tx_id IS NULL AND prior.idempotency_key = e.key
     ORDER BY e.idx;
-    -- a twin batch with other input may have committed one of our keys in between
-    IF EXISTS (SELECT 1 FROM unnest(p_keys, p_hashes) x(key, hash)
-               JOIN transactions t ON t.idempotency_key = x.key
-               WHERE t.input_hash IS DISTINCT FROM x.hash) THEN
-        RAISE EXCEPTION 'idempotency key reused with other input' USING ERRCODE = 'QL409';
-    END IF;
 END $$;
 """
 
