@@ -68,6 +68,7 @@ from ledger.queries import (
     ledger_summary,
 )
 from ledger.types import BatchGrant, BatchOutcome, Posted, Settlement
+from server import signals
 
 __all__ = [
     "balances",
@@ -115,6 +116,10 @@ _BATCH = (
     "SELECT o_index, o_status, o_tx, o_created_at"
     " FROM ledger_post_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 )
+
+# Emitted (delivered after commit) for every new credit of a member's available balance by
+# ``grant`` and ``post_batch``: leaderboards and live updates listen to it.
+CREDITED = "points.credited"
 
 
 def _posted(row: Any, *, not_found_field: str | None = None) -> Posted:
@@ -178,7 +183,19 @@ async def grant(
         expires_at,
         lifetime_days,
     )
-    return _posted(row)
+    posted = _posted(row)
+    if not posted.replayed:
+        signals.emit(
+            session,
+            CREDITED,
+            member_id=member_id,
+            currency=currency,
+            amount=amount,
+            kind=kind,
+            transaction_id=posted.transaction_id,
+            at=posted.created_at,
+        )
+    return posted
 
 
 async def _debit(
@@ -534,7 +551,20 @@ async def post_batch(
             f"entry {first['o_index'] - 1}: {refused.message} ({len(failures)} entries refused)",
             refused.field,
         )
-    return [
+    posted = [
         Posted(row["o_tx"], row["o_created_at"], replayed=row["o_status"] == "replay")
         for row in rows
     ]
+    for entry, result in zip(entries, posted, strict=True):
+        if not result.replayed:
+            signals.emit(
+                session,
+                CREDITED,
+                member_id=entry.member_id,
+                currency=entry.currency,
+                amount=entry.amount,
+                kind=kind,
+                transaction_id=result.transaction_id,
+                at=result.created_at,
+            )
+    return posted

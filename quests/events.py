@@ -30,12 +30,14 @@ from quests.periods import period_for
 from quests.progress import Advance, ProgressUpdate, advance_all
 from quests.rewards import grant_rewards
 from referrals.service import on_member_event
+from server import signals
 from server.awards import Award, AwardKind
 from server.errors import DomainError, ErrorCode, invalid
 
 MAX_PAST = timedelta(days=7)  # offline clients may report late, not later than this
 MAX_SKEW = timedelta(minutes=5)  # clocks differ: a little "future" is tolerated
 MAX_PROPERTIES_BYTES = 8_192
+EVENT_RECORDED = "event.recorded"  # signal, delivered after commit (server.signals)
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,10 @@ async def record_event(
         "awarded": awards_to_json(outcome.awarded),
     }
     await session.execute(update(Event).where(Event.id == event_id).values(result=result))
+    signals.emit(
+        session, EVENT_RECORDED, member_id=member.id, event_id=event_id, type=event_type,
+        occurred_at=moment, completed=list(outcome.completed),
+    )
     return outcome
 
 

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from server import signals
 from server.db import make_engine, make_sessionmaker
 from server.settings import Settings
 
@@ -58,12 +59,16 @@ class Runtime:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session inside one transaction: committed on success, rolled back on error;
-        hooks registered with ``after_commit`` run after a successful commit."""
+        signals emitted in it are delivered, and hooks registered with ``after_commit`` run,
+        only after a successful commit."""
         hooks: list[AfterCommit] = []
         async with self.sessionmaker() as session:
             session.info["after_commit"] = hooks
             async with session.begin():
                 yield session
+            committed = signals.take(session)
+        if committed:
+            await signals.deliver(committed)
         for hook in hooks:
             try:
                 await hook()
