@@ -15,6 +15,7 @@ from members.models import Member as MemberModel
 from schema.badges import MemberBadgeFields
 from schema.program import MemberTierFields
 from schema.quests import MemberQuestFields
+from schema.redemptions import MemberRedemptionFields
 from schema.referrals import MemberReferralFields
 
 
@@ -39,6 +40,7 @@ class Member(
     MemberQuestFields,
     MemberBadgeFields,
     MemberReferralFields,
+    MemberRedemptionFields,
 ):
     pass
 

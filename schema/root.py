@@ -25,6 +25,7 @@ from schema.extensions import CloseRequestResources
 from schema.members import MemberMutations, MemberQueries
 from schema.program import ProgramMutations, ProgramQueries
 from schema.quests import QuestMutations, QuestQueries
+from schema.redemptions import RedemptionMutations, RedemptionQueries
 from server.settings import Settings, get_settings
 
 QUERIES: tuple[type, ...] = (
@@ -33,6 +34,7 @@ QUERIES: tuple[type, ...] = (
     QuestQueries,
     BadgeQueries,
     CampaignQueries,
+    RedemptionQueries,
 )
 MUTATIONS: tuple[type, ...] = (
     MemberMutations,
@@ -40,6 +42,7 @@ MUTATIONS: tuple[type, ...] = (
     QuestMutations,
     BadgeMutations,
     CampaignMutations,
+    RedemptionMutations,
 )
 
 Query = merge_types("Query", QUERIES)

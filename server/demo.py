@@ -14,6 +14,7 @@ import importlib.util
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -234,6 +235,81 @@ async def seed_campaigns(session: AsyncSession) -> int:
     return 1
 
 
+DEMO_CATALOG: tuple[dict[str, Any], ...] = (
+    {"key": "free-coffee", "name": "Free coffee", "cost": 500, "description": "Any size."},
+    {
+        "key": "questline-mug",
+        "name": "Questline mug",
+        "cost": 1_200,
+        "stock": 25,
+        "set_stock": True,
+        "per_member_limit": 2,
+        "description": "Stoneware, 350 ml.",
+    },
+    {
+        "key": "pastry-coupon",
+        "name": "Pastry of the day",
+        "cost": 300,
+        "kind": "COUPON",
+        "codes": tuple(f"PASTRY-{n:04d}" for n in range(1, 21)),
+        "description": "Show the code at the counter.",
+    },
+    {
+        "key": "gold-tasting",
+        "name": "Members-only tasting",
+        "cost": 2_000,
+        "min_tier": "gold",
+        "stock": 12,
+        "set_stock": True,
+        "description": "A single-origin flight with the roaster.",
+    },
+    {
+        "key": "farm-trip-raffle",
+        "name": "Raffle: a trip to the coffee farm",
+        "cost": 100,
+        "kind": "LOTTERY",
+        "per_member_limit": 10,
+        "description": "One ticket per 100 points.",
+    },
+)
+# (externalId, item key, quantity): redemptions the demo members already made.
+DEMO_REDEMPTIONS = (("chloe", "free-coffee", 1), ("emma", "farm-trip-raffle", 3))
+
+
+async def seed_catalog(session: AsyncSession) -> int:
+    """A small catalogue (a reward, a limited mug, a coupon pool, a gold-only item, a
+    raffle) and a couple of redemptions, which replay by idempotency key on a re-run."""
+    if not _module_exists("redemptions.service"):
+        return 0
+    from members.models import Tier
+    from redemptions.models import CatalogItem
+    from redemptions.service import CatalogItemInput, redeem, upsert_item
+    from server.errors import DomainError
+
+    created = 0
+    existing = set(await session.scalars(select(CatalogItem.key)))
+    tiers = set(await session.scalars(select(Tier.key)))
+    for fields in DEMO_CATALOG:
+        if fields["key"] in existing or fields.get("min_tier", "bronze") not in tiers | {"bronze"}:
+            continue
+        await upsert_item(session, CatalogItemInput(**fields))
+        created += 1
+    for external_id, key, quantity in DEMO_REDEMPTIONS:
+        try:
+            async with session.begin_nested():  # a refusal (e.g. no points) skips this one only
+                outcome = await redeem(
+                    session,
+                    external_id=external_id,
+                    item_key=key,
+                    quantity=quantity,
+                    idempotency_key=f"demo:{key}",
+                )
+            created += int(not outcome.replayed)
+        except DomainError:
+            continue
+    return created
+
+
 Seeder = Callable[[AsyncSession], Awaitable[int]]
 
 SEEDERS: list[tuple[str, Seeder]] = [
@@ -242,6 +318,7 @@ SEEDERS: list[tuple[str, Seeder]] = [
     ("ledger", seed_ledger),
     ("badges", seed_badges),
     ("campaigns", seed_campaigns),
+    ("catalogue", seed_catalog),
 ]
 
 
