@@ -6,6 +6,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
@@ -185,10 +186,14 @@ async def set_status(session: AsyncSession, external_id: str, status: str) -> Me
     return member
 
 
-def require_active(member: Member) -> Member:
+class HasStatus(Protocol):
+    @property
+    def status(self) -> str: ...
+
+
+def require_active(member: HasStatus) -> None:
     if member.status != "active":
         raise DomainError(ErrorCode.NOT_ELIGIBLE, "this member is suspended", "externalId")
-    return member
 
 
 async def touch(session: AsyncSession, member_id: int, now: datetime) -> None:

@@ -81,7 +81,7 @@ async def check_in(
     )
     outcome = await record_event(
         session,
-        member=member,
+        external_id=member.external_id,
         event_type=CHECK_IN_EVENT,
         properties={"streak": streak.current},
         occurred_at=now,

@@ -16,13 +16,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from members.models import Member, Tier
 from members.program import Program, get_program
-from members.service import require_active, touch
+from members.service import require_active
+from members.tiers import list_tiers
 from quests.definitions import QuestDef, active_quests_by_event_type, validate_event_type
 from quests.filters import matches
 from quests.models import Event, QuestProgress
@@ -30,9 +29,9 @@ from quests.periods import period_for
 from quests.progress import Advance, ProgressUpdate, advance_all
 from quests.rewards import grant_rewards
 from referrals.service import on_member_event
-from server import signals
+from server import rawsql, signals
 from server.awards import Award, AwardKind
-from server.errors import DomainError, ErrorCode, invalid
+from server.errors import DomainError, ErrorCode, invalid, not_found
 
 MAX_PAST = timedelta(days=7)  # offline clients may report late, not later than this
 MAX_SKEW = timedelta(minutes=5)  # clocks differ: a little "future" is tolerated
@@ -116,10 +115,48 @@ def awards_from_json(raw: list[dict[str, Any]]) -> list[Award]:
     ]
 
 
+@dataclass(frozen=True)
+class EventMember:
+    """What the pipeline needs to know about the member (read with the event insert)."""
+
+    id: int
+    external_id: str
+    status: str
+    timezone: str | None
+    tier_id: int | None
+    referred_by_id: int | None
+
+
+# The member and the event in one round trip: no row means no such member; a row without
+# ``event_id`` means the key was used before (a replay or a conflict).
+STORE_EVENT_SQL = """
+WITH m AS (
+    SELECT id, external_id, status, timezone, tier_id, referred_by_id
+    FROM members WHERE external_id = $1
+), stored AS (
+    INSERT INTO events (member_id, type, properties, occurred_at, idempotency_key, input_hash)
+    SELECT m.id, $2, $3::jsonb, $4, $5, $6 FROM m
+    ON CONFLICT (member_id, idempotency_key) DO NOTHING
+    RETURNING id
+)
+SELECT m.*, (SELECT id FROM stored) AS event_id FROM m
+"""
+
+# The event's answer, kept for replays, and the member's last activity (only forward).
+FINISH_EVENT_SQL = """
+WITH touched AS (
+    UPDATE members SET last_active_at = $3
+    WHERE id = $2 AND (last_active_at IS NULL OR last_active_at < $3)
+    RETURNING 1
+)
+UPDATE events SET result = $4::jsonb WHERE id = $1
+"""
+
+
 async def record_event(
     session: AsyncSession,
     *,
-    member: Member,
+    external_id: str,
     event_type: str,
     properties: object,
     occurred_at: datetime | None,
@@ -130,19 +167,27 @@ async def record_event(
         raise invalid("idempotencyKey must be 1 to 255 characters", "idempotencyKey")
     props, moment = validate_event(event_type, properties, occurred_at, now)
     digest = _input_hash(event_type, props, occurred_at)
-    event_id = await session.scalar(
-        insert(Event)
-        .values(
-            member_id=member.id,
-            type=event_type,
-            properties=props,
-            occurred_at=moment,
-            idempotency_key=idempotency_key,
-            input_hash=digest,
-        )
-        .on_conflict_do_nothing(index_elements=[Event.member_id, Event.idempotency_key])
-        .returning(Event.id)
+    row = await rawsql.fetchrow(
+        session,
+        STORE_EVENT_SQL,
+        external_id,
+        event_type,
+        json.dumps(props),
+        moment,
+        idempotency_key,
+        digest,
     )
+    if row is None:
+        raise not_found(f"no member with externalId {external_id!r}", "externalId")
+    member = EventMember(
+        row["id"],
+        row["external_id"],
+        row["status"],
+        row["timezone"],
+        row["tier_id"],
+        row["referred_by_id"],
+    )
+    event_id = row["event_id"]
     if event_id is None:
         return await _replay(session, member.id, idempotency_key, digest)
     require_active(member)  # checked after the key: a replay still answers for a suspension
@@ -153,23 +198,27 @@ async def record_event(
         outcome.awarded += await on_member_event(
             session, member.id, event_type, now=now, event_id=event_id
         )
-    await touch(session, member.id, moment)
     result = {
         "progressed": outcome.progressed,
         "completed": outcome.completed,
         "awarded": awards_to_json(outcome.awarded),
     }
-    await session.execute(update(Event).where(Event.id == event_id).values(result=result))
+    await rawsql.execute(session, FINISH_EVENT_SQL, event_id, member.id, moment, json.dumps(result))
     signals.emit(
-        session, EVENT_RECORDED, member_id=member.id, event_id=event_id, type=event_type,
-        occurred_at=moment, completed=list(outcome.completed),
+        session,
+        EVENT_RECORDED,
+        member_id=member.id,
+        event_id=event_id,
+        type=event_type,
+        occurred_at=moment,
+        completed=list(outcome.completed),
     )
     return outcome
 
 
 async def _progress_quests(
     session: AsyncSession,
-    member: Member,
+    member: EventMember,
     outcome: EventOutcome,
     properties: dict[str, Any],
     program: Program,
@@ -179,7 +228,8 @@ async def _progress_quests(
     candidates = (await active_quests_by_event_type(session)).get(outcome.event.type, [])
     candidates = [q for q in candidates if q.open_at(moment) and matches(q.filter, properties)]
     if any(q.min_tier_rank is not None for q in candidates):
-        rank = await _tier_rank(session, member)
+        tiers = await list_tiers(session)
+        rank = next((t.rank for t in tiers if t.id == member.tier_id), None)
         candidates = [
             q
             for q in candidates
@@ -229,12 +279,6 @@ async def complete(
         now=now,
         memo=f"Quest: {progress.quest.name}",
     )
-
-
-async def _tier_rank(session: AsyncSession, member: Member) -> int | None:
-    if member.tier_id is None:
-        return None
-    return await session.scalar(select(Tier.rank).where(Tier.id == member.tier_id))
 
 
 async def _replay(

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quests.definitions import QuestDef
 from quests.periods import Period
+from server import rawsql
 
 # In the update, EXCLUDED is the row the event would have inserted: its ``progress`` is the
 # event's own contribution and its ``last_day`` the event's local day. ``quest_next_progress``
@@ -35,21 +35,20 @@ _NEXT = (
     "quest_next_progress(qp.aggregate, qp.progress, qp.days, qp.last_day,"
     " EXCLUDED.progress, EXCLUDED.last_day)"
 )
-ADVANCE_SQL = text(
-    f"""
+ADVANCE_SQL = f"""
     INSERT INTO quest_progress AS qp (
         member_id, quest_id, period_start, period_end, aggregate, progress, target, days,
         last_day, status, completed_by_event_id, completed_at, updated_at)
-    SELECT CAST(:member_id AS bigint), e.quest_id, e.period_start, e.period_end, e.aggregate,
+    SELECT $1::bigint, e.quest_id, e.period_start, e.period_end, e.aggregate,
            e.amount, e.target, ARRAY[e.day], e.day,
            CASE WHEN e.amount >= e.target THEN 'COMPLETED' ELSE 'IN_PROGRESS' END,
-           CASE WHEN e.amount >= e.target THEN CAST(:event_id AS bigint) END,
-           CASE WHEN e.amount >= e.target THEN CAST(:now AS timestamptz) END,
-           CAST(:now AS timestamptz)
-    FROM unnest(CAST(:quest_ids AS bigint[]), CAST(:starts AS timestamptz[]),
-                CAST(:ends AS timestamptz[]), CAST(:aggregates AS text[]),
-                CAST(:targets AS bigint[]), CAST(:amounts AS numeric[]),
-                CAST(:days AS date[]))
+           CASE WHEN e.amount >= e.target THEN $2::bigint END,
+           CASE WHEN e.amount >= e.target THEN $3::timestamptz END,
+           $3::timestamptz
+    FROM unnest($4::bigint[], $5::timestamptz[],
+                $6::timestamptz[], $7::text[],
+                $8::bigint[], $9::numeric[],
+                $10::date[])
          AS e(quest_id, period_start, period_end, aggregate, target, amount, day)
     ON CONFLICT (member_id, quest_id, period_start) DO UPDATE SET
         progress = {_NEXT},
@@ -58,13 +57,12 @@ ADVANCE_SQL = text(
         last_day = greatest(qp.last_day, EXCLUDED.last_day),
         status = CASE WHEN {_NEXT} >= qp.target THEN 'COMPLETED' ELSE 'IN_PROGRESS' END,
         completed_by_event_id = CASE WHEN {_NEXT} >= qp.target
-                                     THEN CAST(:event_id AS bigint) END,
-        completed_at = CASE WHEN {_NEXT} >= qp.target THEN CAST(:now AS timestamptz) END,
-        updated_at = CAST(:now AS timestamptz)
+                                     THEN $2::bigint END,
+        completed_at = CASE WHEN {_NEXT} >= qp.target THEN $3::timestamptz END,
+        updated_at = $3::timestamptz
     WHERE qp.status = 'IN_PROGRESS'
     RETURNING id, quest_id, progress, target, status, period_start, period_end
     """
-)
 
 
 @dataclass(frozen=True)
@@ -107,30 +105,29 @@ async def advance_all(
         return []
     by_id = {a.quest.id: a.quest for a in advances}
     days: list[date] = [a.period.local_day for a in advances]
-    rows = await session.execute(
+    rows = await rawsql.fetch(
+        session,
         ADVANCE_SQL,
-        {
-            "member_id": member_id,
-            "event_id": event_id,
-            "now": now,
-            "quest_ids": [a.quest.id for a in advances],
-            "starts": [a.period.start for a in advances],
-            "ends": [a.period.end for a in advances],
-            "aggregates": [a.quest.aggregate for a in advances],
-            "targets": [a.quest.target for a in advances],
-            "amounts": [a.amount for a in advances],
-            "days": days,
-        },
+        member_id,
+        event_id,
+        now,
+        [a.quest.id for a in advances],
+        [a.period.start for a in advances],
+        [a.period.end for a in advances],
+        [a.quest.aggregate for a in advances],
+        [a.quest.target for a in advances],
+        [a.amount for a in advances],
+        days,
     )
     return [
         ProgressUpdate(
-            progress_id=row.id,
-            quest=by_id[row.quest_id],
-            progress=row.progress,
-            target=row.target,
-            status=row.status,
-            period_start=row.period_start,
-            period_end=row.period_end,
+            progress_id=row["id"],
+            quest=by_id[row["quest_id"]],
+            progress=row["progress"],
+            target=row["target"],
+            status=row["status"],
+            period_start=row["period_start"],
+            period_end=row["period_end"],
         )
         for row in rows
     ]

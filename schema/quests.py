@@ -402,10 +402,9 @@ class QuestMutations:
     )
     async def record_event(self, info: Info, input: RecordEventInput) -> RecordEventPayload:
         async def work(session: AsyncSession) -> RecordEventPayload:
-            member = await require_member(session, input.external_id)
             outcome = await event_service.record_event(
                 session,
-                member=member,
+                external_id=input.external_id,
                 event_type=input.type,
                 properties=input.properties,
                 occurred_at=input.occurred_at,
