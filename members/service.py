@@ -18,6 +18,7 @@ from members.program import get_program
 from members.rewards import grant_welcome
 from members.tiers import qualify
 from members.validation import validate_external_id, validate_timezone
+from server import rawsql
 from server.errors import DomainError, ErrorCode, invalid, not_found
 
 # Unambiguous characters only: codes are read aloud and typed on phones.
@@ -110,16 +111,45 @@ async def require_member(session: AsyncSession, external_id: str) -> Member:
     return member
 
 
-async def members_by_ids(session: AsyncSession, ids: Sequence[int]) -> dict[int, Member]:
-    rows = await session.scalars(select(Member).where(Member.id.in_(ids)))
-    return {m.id: m for m in rows}
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    """A read-only member, as the API shows it (cheaper to load than an ORM object)."""
+
+    id: int
+    external_id: str
+    display_name: str | None
+    birthday: date | None
+    timezone: str | None
+    status: str
+    referral_code: str
+    joined_at: datetime
+    last_active_at: datetime | None
+    referred_by_id: int | None
+    tier_id: int | None
+    tier_since: datetime | None
+    lifecycle_stage: str | None
+
+
+MEMBER_ROW_SQL = (
+    "SELECT id, external_id, display_name, birthday, timezone, status, referral_code,"
+    " joined_at, last_active_at, referred_by_id, tier_id, tier_since, lifecycle_stage"
+    " FROM members WHERE "
+)
+
+
+async def members_by_ids(session: AsyncSession, ids: Sequence[int]) -> dict[int, MemberRow]:
+    """Batch look-up for DataLoaders (one round trip on the raw connection)."""
+    rows = await rawsql.fetch(session, MEMBER_ROW_SQL + "id = any($1::bigint[])", list(ids))
+    return {row["id"]: MemberRow(*row) for row in rows}
 
 
 async def members_by_external_ids(
     session: AsyncSession, external_ids: Sequence[str]
-) -> dict[str, Member]:
-    rows = await session.scalars(select(Member).where(Member.external_id.in_(external_ids)))
-    return {m.external_id: m for m in rows}
+) -> dict[str, MemberRow]:
+    rows = await rawsql.fetch(
+        session, MEMBER_ROW_SQL + "external_id = any($1::text[])", list(external_ids)
+    )
+    return {row["external_id"]: MemberRow(*row) for row in rows}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from members.models import Member, Tier, TierChange
 from members.validation import validate_key
+from server import rawsql
 from server.cache import TTLCache
 from server.errors import DomainError, ErrorCode, invalid, not_found
 
@@ -124,18 +125,16 @@ def apply_multiplier(points: int, multiplier: Decimal | float) -> int:
     return int(exact.to_integral_value(rounding=ROUND_FLOOR))
 
 
-XP_EARNED_SQL = text(
-    """
+XP_EARNED_RAW = """
     SELECT coalesce(sum(p.amount), 0)
     FROM accounts a JOIN postings p ON p.account_id = a.id
-    WHERE a.member_id = :member_id AND a.currency = 'xp' AND a.kind = 'available'
-      AND (CAST(:since AS timestamptz) IS NULL OR p.created_at >= :since)
-    """
-)
+    WHERE a.member_id = $1 AND a.currency = 'xp' AND a.kind = 'available'
+      AND ($2::timestamptz IS NULL OR p.created_at >= $2::timestamptz)
+"""
 
 
 async def xp_earned(session: AsyncSession, member_id: int, since: datetime | None) -> int:
-    return int(await session.scalar(XP_EARNED_SQL, {"member_id": member_id, "since": since}) or 0)
+    return int(await rawsql.fetchval(session, XP_EARNED_RAW, member_id, since) or 0)
 
 
 @dataclass(frozen=True)

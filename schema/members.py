@@ -10,7 +10,7 @@ from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
 from members import service
-from members.models import Member as MemberModel
+from members.service import MemberRow
 from schema.context import Context
 from schema.errors import UserError
 from schema.member_type import Member, member_from_model
@@ -24,8 +24,8 @@ from schema.permissions import (
 )
 
 
-def member_by_external_id_loader(ctx: Context) -> DataLoader[str, MemberModel | None]:
-    async def load(external_ids: list[str]) -> list[MemberModel | None]:
+def member_by_external_id_loader(ctx: Context) -> DataLoader[str, MemberRow | None]:
+    async def load(external_ids: list[str]) -> list[MemberRow | None]:
         async with ctx.reading() as session:
             found = await service.members_by_external_ids(session, external_ids)
         return [found.get(external_id) for external_id in external_ids]
@@ -33,8 +33,8 @@ def member_by_external_id_loader(ctx: Context) -> DataLoader[str, MemberModel | 
     return DataLoader(load_fn=load)
 
 
-def member_by_id_loader(ctx: Context) -> DataLoader[int, MemberModel | None]:
-    async def load(ids: list[int]) -> list[MemberModel | None]:
+def member_by_id_loader(ctx: Context) -> DataLoader[int, MemberRow | None]:
+    async def load(ids: list[int]) -> list[MemberRow | None]:
         async with ctx.reading() as session:
             found = await service.members_by_ids(session, ids)
         return [found.get(member_id) for member_id in ids]
