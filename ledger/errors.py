@@ -2,33 +2,38 @@
 
 from __future__ import annotations
 
-INVALID_INPUT = "INVALID_INPUT"
-NOT_FOUND = "NOT_FOUND"
-INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
-IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
-ALREADY_DONE = "ALREADY_DONE"
-CONFLICT = "CONFLICT"
+from server.errors import DomainError, ErrorCode
+
+INVALID_INPUT = ErrorCode.INVALID_INPUT
+NOT_FOUND = ErrorCode.NOT_FOUND
+INSUFFICIENT_FUNDS = ErrorCode.INSUFFICIENT_FUNDS
+IDEMPOTENCY_CONFLICT = ErrorCode.IDEMPOTENCY_CONFLICT
+ALREADY_DONE = ErrorCode.ALREADY_DONE
+CONFLICT = ErrorCode.CONFLICT
 
 
-class LedgerError(Exception):
-    """An expected domain failure. When a ledger operation raises it, the ledger has written
-    nothing, and (except where ``aborted`` is true) the caller's transaction is still usable."""
+class LedgerError(DomainError):
+    """An expected domain failure (a ``DomainError``, so the GraphQL layer returns it as a
+    ``UserError``). When a ledger operation raises it, the ledger has written nothing, and
+    (unless ``aborted``) the caller's transaction is still usable."""
 
     def __init__(
-        self, code: str, message: str, field: str | None = None, *, aborted: bool = False
+        self,
+        code: ErrorCode | str,
+        message: str,
+        field: str | None = None,
+        *,
+        aborted: bool = False,
     ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.field = field
+        super().__init__(code, message, field)
         self.aborted = aborted  # the database transaction failed and must be rolled back
 
     def __repr__(self) -> str:
-        return f"LedgerError({self.code!r}, {self.message!r}, field={self.field!r})"
+        return f"LedgerError({self.code.value}, {self.message!r}, field={self.field!r})"
 
 
 # Status words returned by the SQL functions (migration 0002) -> (code, message, field).
-_STATUS: dict[str, tuple[str, str, str | None]] = {
+_STATUS: dict[str, tuple[ErrorCode, str, str | None]] = {
     "invalid_amount": (INVALID_INPUT, "amount must be between 1 and 1,000,000,000", "amount"),
     "unknown_currency": (INVALID_INPUT, "unknown currency", "currency"),
     "not_spendable": (INVALID_INPUT, "this currency cannot be spent or transferred", "currency"),

@@ -66,6 +66,40 @@ async def balances(session: AsyncSession, member_id: int, currency: str = "point
     return (await balances_for_members(session, [member_id], currency))[member_id]
 
 
+async def expiring_lots_for_members(
+    session: AsyncSession,
+    member_ids: Sequence[int],
+    within_days: int = 30,
+    currency: str = "points",
+    now: datetime | None = None,
+) -> dict[int, list[ExpiringLot]]:
+    """Points that will expire within ``within_days`` (not those already past due), summed
+    per expiry moment, soonest first, for each member. One query for any number of members."""
+    if within_days < 0 or within_days > 36_500:
+        raise LedgerError(INVALID_INPUT, "withinDays must be between 0 and 36500", "withinDays")
+    found: dict[int, list[ExpiringLot]] = {member_id: [] for member_id in member_ids}
+    if not member_ids:
+        return found
+    start = now or datetime.now(UTC)
+    rows = await session.execute(
+        select(Account.member_id, Lot.expires_at, func.sum(Lot.remaining).label("amount"))
+        .join(Account, Account.id == Lot.account_id)
+        .where(
+            Account.member_id.in_(list(member_ids)),
+            Account.currency == currency,
+            Account.kind == "available",
+            Lot.remaining > 0,
+            Lot.expires_at > start,
+            Lot.expires_at <= start + timedelta(days=within_days),
+        )
+        .group_by(Account.member_id, Lot.expires_at)
+        .order_by(Account.member_id, Lot.expires_at)
+    )
+    for row in rows:
+        found[row.member_id].append(ExpiringLot(int(row.amount), row.expires_at))
+    return found
+
+
 async def expiring_lots(
     session: AsyncSession,
     member_id: int,
@@ -73,26 +107,8 @@ async def expiring_lots(
     currency: str = "points",
     now: datetime | None = None,
 ) -> list[ExpiringLot]:
-    """Points that will expire within ``within_days`` (not those already past due), summed
-    per expiry moment, soonest first."""
-    if within_days < 0 or within_days > 36_500:
-        raise LedgerError(INVALID_INPUT, "withinDays must be between 0 and 36500", "withinDays")
-    start = now or datetime.now(UTC)
-    rows = await session.execute(
-        select(Lot.expires_at, func.sum(Lot.remaining).label("amount"))
-        .join(Account, Account.id == Lot.account_id)
-        .where(
-            Account.member_id == member_id,
-            Account.currency == currency,
-            Account.kind == "available",
-            Lot.remaining > 0,
-            Lot.expires_at > start,
-            Lot.expires_at <= start + timedelta(days=within_days),
-        )
-        .group_by(Lot.expires_at)
-        .order_by(Lot.expires_at)
-    )
-    return [ExpiringLot(int(row.amount), row.expires_at) for row in rows]
+    found = await expiring_lots_for_members(session, [member_id], within_days, currency, now)
+    return found[member_id]
 
 
 async def history(
@@ -213,6 +229,7 @@ __all__ = [
     "balances",
     "balances_for_members",
     "expiring_lots",
+    "expiring_lots_for_members",
     "get_transaction",
     "history",
     "ledger_summary",

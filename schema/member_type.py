@@ -13,6 +13,7 @@ import strawberry
 
 from members.models import Member as MemberModel
 from schema.badges import MemberBadgeFields
+from schema.ledger import MemberLedgerFields
 from schema.program import MemberTierFields
 from schema.quests import MemberQuestFields
 from schema.redemptions import MemberRedemptionFields
@@ -36,6 +37,7 @@ class MemberCoreFields:
 @strawberry.type(description="A member of the loyalty program.")
 class Member(
     MemberCoreFields,
+    MemberLedgerFields,
     MemberTierFields,
     MemberQuestFields,
     MemberBadgeFields,

@@ -22,6 +22,7 @@ from schema.badges import BadgeMutations, BadgeQueries
 from schema.campaigns import CampaignMutations, CampaignQueries
 from schema.errors import should_mask_error
 from schema.extensions import CloseRequestResources
+from schema.ledger import LedgerMutations, LedgerQueries
 from schema.members import MemberMutations, MemberQueries
 from schema.program import ProgramMutations, ProgramQueries
 from schema.quests import QuestMutations, QuestQueries
@@ -30,6 +31,7 @@ from server.settings import Settings, get_settings
 
 QUERIES: tuple[type, ...] = (
     MemberQueries,
+    LedgerQueries,
     ProgramQueries,
     QuestQueries,
     BadgeQueries,
@@ -38,6 +40,7 @@ QUERIES: tuple[type, ...] = (
 )
 MUTATIONS: tuple[type, ...] = (
     MemberMutations,
+    LedgerMutations,
     ProgramMutations,
     QuestMutations,
     BadgeMutations,
