@@ -26,10 +26,21 @@ UNIQUE_VIOLATION = "23505"
 IDEMPOTENCY_INDEX = "uq_transactions_idempotency_key"
 
 
+_DRIVER = "ledger.driver_connection"
+
+
 async def driver(session: AsyncSession) -> Any:
-    """The asyncpg connection under ``session``, inside the session's current transaction."""
+    """The asyncpg connection under ``session``, inside the session's current transaction.
+
+    Cached in ``session.info`` for as long as the session's transaction lasts (one transaction
+    holds one connection): asking SQLAlchemy each time costs ~40 us of client CPU per call."""
+    current = session.sync_session.get_transaction()
+    cached = session.info.get(_DRIVER)
+    if current is not None and cached is not None and cached[0] is current:
+        return cached[1]
     connection = await session.connection()
     raw = await connection.get_raw_connection()
+    session.info[_DRIVER] = (session.sync_session.get_transaction(), raw.driver_connection)
     return raw.driver_connection
 
 
