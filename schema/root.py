@@ -22,11 +22,13 @@ from schema.badges import BadgeMutations, BadgeQueries
 from schema.campaigns import CampaignMutations, CampaignQueries
 from schema.errors import should_mask_error
 from schema.extensions import CloseRequestResources
+from schema.leaderboards import LeaderboardMutations, LeaderboardQueries
 from schema.ledger import LedgerMutations, LedgerQueries
 from schema.members import MemberMutations, MemberQueries
 from schema.program import ProgramMutations, ProgramQueries
 from schema.quests import QuestMutations, QuestQueries
 from schema.redemptions import RedemptionMutations, RedemptionQueries
+from schema.subscriptions import Subscription
 from server.settings import Settings, get_settings
 
 QUERIES: tuple[type, ...] = (
@@ -37,6 +39,7 @@ QUERIES: tuple[type, ...] = (
     BadgeQueries,
     CampaignQueries,
     RedemptionQueries,
+    LeaderboardQueries,
 )
 MUTATIONS: tuple[type, ...] = (
     MemberMutations,
@@ -46,6 +49,7 @@ MUTATIONS: tuple[type, ...] = (
     BadgeMutations,
     CampaignMutations,
     RedemptionMutations,
+    LeaderboardMutations,
 )
 
 Query = merge_types("Query", QUERIES)
@@ -64,6 +68,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=[
             lambda: AddValidationRules(limit_rules),
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),

@@ -3,6 +3,7 @@ A new domain adds its ``models`` module here."""
 
 from badges import models as badge_models  # noqa: F401
 from campaigns import models as campaign_models  # noqa: F401
+from leaderboards import models as leaderboard_models  # noqa: F401
 from ledger import models as ledger_models  # noqa: F401
 from members import models as member_models  # noqa: F401
 from quests import models as quest_models  # noqa: F401

@@ -19,6 +19,8 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UnsetType
 
+from leaderboards import updates as live_updates
+from leaderboards.live import close_hubs
 from schema.context import Context
 from schema.root import build_schema
 from server.auth import ANONYMOUS, AuthError, Principal, authenticate
@@ -116,9 +118,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own = runtime is None
         app.state.runtime = runtime or await Runtime.start(settings)
+        live_updates.bind(app.state.runtime)  # leaderboards and subscriptions after commits
         try:
             yield
         finally:
+            await close_hubs()
+            live_updates.unbind(app.state.runtime)
             if own:
                 await app.state.runtime.close()
 
@@ -134,5 +139,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     if runtime is not None:
         app.state.runtime = runtime
+        live_updates.bind(runtime)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -104,7 +104,8 @@ def main(ctx: typer.Context) -> None:
     """Questline: a gamification and loyalty server."""
     # Commands mounted from other packages (``ledger ...``) get the services resolved here.
     wants_help = any(arg in ("--help", "-h") for arg in sys.argv[1:])
-    if ctx.invoked_subcommand == "ledger" and LEDGER_CLI_AVAILABLE and not wants_help:
+    mounted = {"ledger": LEDGER_CLI_AVAILABLE, "leaderboard": True}
+    if mounted.get(ctx.invoked_subcommand or "") and not wants_help:
         stack = contextlib.ExitStack()
         stack.enter_context(cli_services())
         ctx.call_on_close(stack.close)
@@ -314,6 +315,16 @@ def _mount_ledger() -> None:
 
 
 _mount_ledger()
+
+
+def _mount_leaderboards() -> None:
+    """``questline leaderboard ...`` (rebuild, close) from the leaderboards package."""
+    from leaderboards.cli import app as leaderboard_app
+
+    app.add_typer(leaderboard_app, name="leaderboard", help="Leaderboards: rebuild, close.")
+
+
+_mount_leaderboards()
 
 
 if __name__ == "__main__":

@@ -68,6 +68,10 @@ PERIODIC_JOBS: list[PeriodicJob] = [
     PeriodicJob("members.scan_inactivity", cron="40 3 * * *"),
     # Hourly: each member gets theirs when their own (local) birthday starts.
     PeriodicJob("members.birthday_rewards", cron="15 * * * *"),
+    # Every 5 minutes: periods end at local midnight of the PROGRAM timezone (a database
+    # setting), which need not be this timetable's; closing is idempotent.
+    PeriodicJob("leaderboards.close_period", cron="2-59/5 * * * *"),
+    PeriodicJob("leaderboards.maintain", every=timedelta(minutes=1)),
 ]
 
 # One lock per database: a stable 64-bit key derived from a readable name.

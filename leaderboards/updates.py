@@ -1,0 +1,200 @@
+"""Live leaderboard updates and live-update messages, from the facts a commit announces.
+
+Subscribed to ``points.credited`` (the ledger) and ``event.recorded`` (the event pipeline),
+which ``server.signals`` delivers after the commit, a whole transaction's batch at once. Per
+batch: the affected period keys of every matching board are updated by ONE script call, and
+the member and board channels are published to, all in ONE pipelined round trip.
+
+Redis down: the handler logs a warning and marks the boards it could not update as stale in
+PostgreSQL (``leaderboards.stale_since``); the committed data is untouched and the
+maintenance job rebuilds those boards once Redis answers again.
+
+The handlers need the process's Runtime: the API binds its own (``bind``, from the app's
+start-up); elsewhere (workers, CLI commands) the process's worker runtime is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import structlog
+from redis.exceptions import RedisError
+from sqlalchemy import text
+
+from leaderboards import clock, keys, live, store
+from leaderboards.encoding import slot_of
+from leaderboards.service import (
+    EVENT_COUNT,
+    METRIC_OF_CURRENCY,
+    BoardDef,
+    active_boards,
+    expire_at,
+    program_timezone,
+)
+from ledger.service import CREDITED
+from quests.events import EVENT_RECORDED
+from server import signals
+from server.runtime import Runtime
+
+log = structlog.get_logger("questline.leaderboards.updates")
+
+_bound: Runtime | None = None
+
+
+def bind(runtime: Runtime) -> None:
+    """Use ``runtime`` (its Redis and database) for live updates in this process."""
+    global _bound
+    _bound = runtime
+
+
+def unbind(runtime: Runtime) -> None:
+    global _bound
+    if _bound is runtime:
+        _bound = None
+
+
+async def current_runtime() -> Runtime:
+    if _bound is not None:
+        return _bound
+    from server.broker import worker_runtime
+
+    return await worker_runtime()
+
+
+async def _context(runtime: Runtime) -> tuple[list[BoardDef], str]:
+    async with runtime.read_sessionmaker() as session:
+        return await active_boards(session), await program_timezone(session)
+
+
+def _fact(
+    board: BoardDef, timezone: str, member_id: int, amount: int, at: datetime, source: str
+) -> tuple[store.Fact, str] | None:
+    period = board.period_at(at, timezone)
+    deadline = expire_at(period)
+    if deadline and deadline <= clock.now().timestamp():
+        return None  # that period's key is gone (a very late event): nothing to update
+    fact = store.Fact(
+        key=board.redis_key(period),
+        member_id=member_id,
+        amount=amount,
+        slot=slot_of(period, at),
+        expire_at=deadline,
+        source=source,
+    )
+    return fact, period.id
+
+
+async def _send(
+    runtime: Runtime,
+    facts: list[store.Fact],
+    touched: dict[BoardDef, str],
+    messages: list[tuple[str, str]],
+) -> None:
+    publish = messages + [
+        (keys.board_channel(board.key), live.encode({"period": period_id}))
+        for board, period_id in touched.items()
+    ]
+    try:
+        await store.apply(runtime.redis, facts, publish)
+    except RedisError as error:
+        log.warning(
+            "leaderboards not updated: Redis unavailable; boards marked stale",
+            error=str(error),
+            boards=[board.key for board in touched],
+        )
+        await mark_stale(runtime, (board.id for board in touched))
+
+
+async def mark_stale(runtime: Runtime, board_ids: Iterable[int]) -> None:
+    ids = sorted(set(board_ids))
+    if not ids:
+        return
+    try:
+        async with runtime.sessionmaker() as session, session.begin():
+            await session.execute(
+                text("UPDATE leaderboards SET stale_since = now() WHERE id = ANY(:ids)"),
+                {"ids": ids},
+            )
+    except Exception:
+        log.exception("could not mark leaderboards stale")
+
+
+async def on_points_credited(batch: list[signals.Signal]) -> None:
+    runtime = await current_runtime()
+    boards, timezone = await _context(runtime)
+    facts: list[store.Fact] = []
+    touched: dict[BoardDef, str] = {}
+    messages: list[tuple[str, str]] = []
+    for signal in batch:
+        payload = signal.payload
+        member_id, currency, amount = payload["member_id"], payload["currency"], payload["amount"]
+        at: datetime = payload["at"]
+        metric = METRIC_OF_CURRENCY.get(currency)
+        for board in boards:
+            if board.metric != metric:
+                continue
+            made = _fact(board, timezone, member_id, amount, at, f"t:{payload['transaction_id']}")
+            if made is not None:
+                facts.append(made[0])
+                touched[board] = made[1]
+        messages.append(
+            (
+                keys.member_channel(member_id),
+                live.encode(
+                    {
+                        "kind": "credit",
+                        "currency": currency,
+                        "amount": amount,
+                        "transactionId": payload["transaction_id"],
+                        "txKind": payload.get("kind"),
+                        "at": at.isoformat(),
+                    }
+                ),
+            )
+        )
+    await _send(runtime, facts, touched, messages)
+
+
+async def on_event_recorded(batch: list[signals.Signal]) -> None:
+    runtime = await current_runtime()
+    boards, timezone = await _context(runtime)
+    facts: list[store.Fact] = []
+    touched: dict[BoardDef, str] = {}
+    messages: list[tuple[str, str]] = []
+    for signal in batch:
+        payload = signal.payload
+        member_id, event_type = payload["member_id"], payload["type"]
+        at: datetime = payload["occurred_at"]
+        for board in boards:
+            if board.metric != EVENT_COUNT or board.event_type != event_type:
+                continue
+            made = _fact(board, timezone, member_id, 1, at, f"e:{payload['event_id']}")
+            if made is not None:
+                facts.append(made[0])
+                touched[board] = made[1]
+        if payload.get("completed"):
+            messages.append(
+                (
+                    keys.member_channel(member_id),
+                    live.encode(
+                        {
+                            "kind": "event",
+                            "eventId": payload["event_id"],
+                            "type": event_type,
+                            "completed": list(payload["completed"]),
+                            "at": at.isoformat(),
+                        }
+                    ),
+                )
+            )
+    await _send(runtime, facts, touched, messages)
+
+
+def install() -> None:
+    """Subscribe the handlers (idempotent); done when this module is imported."""
+    signals.subscribe(CREDITED, on_points_credited)
+    signals.subscribe(EVENT_RECORDED, on_event_recorded)
+
+
+install()

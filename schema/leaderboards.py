@@ -1,0 +1,312 @@
+"""Leaderboards: ``leaderboard``, ``leaderboards`` and ``upsertLeaderboard``.
+
+Anyone may read a board (no token needed). An entry shows a member's public face only
+(``LeaderboardMember``: externalId, displayName, activeTitle), never the ``Member`` type,
+which carries balances and history. Member data comes through DataLoaders: one query for the
+members and one for their titles, whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from enum import Enum
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.types import Info
+
+from leaderboards import clock
+from leaderboards import service as boards
+from leaderboards.periods import ALL_TIME_ID
+from schema.badges import Title, member_titles_loader, title_from_model
+from schema.context import Context
+from schema.errors import ClientError, UserError
+from schema.members import member_by_external_id_loader, member_by_id_loader
+from schema.mutations import run_in_transaction
+from schema.permissions import IsAdmin
+
+UNAVAILABLE = "UNAVAILABLE"
+
+
+@strawberry.enum(description="What a board counts.")
+class LeaderboardMetric(Enum):
+    POINTS_EARNED = "POINTS_EARNED"
+    XP_EARNED = "XP_EARNED"
+    EVENT_COUNT = "EVENT_COUNT"
+
+
+@strawberry.enum(name="LeaderboardPeriod", description="How often a board starts over.")
+class LeaderboardPeriodKind(Enum):
+    DAILY = "DAILY"
+    WEEKLY = "WEEKLY"
+    MONTHLY = "MONTHLY"
+    ALL_TIME = "ALL_TIME"
+
+
+@strawberry.type(description="A prize for the ranks rank..toRank of every closed period.")
+class LeaderboardReward:
+    rank: int
+    to_rank: int
+    amount: int
+    currency: str
+
+
+@strawberry.type(description="A board's definition.")
+class LeaderboardDefinition:
+    key: str
+    name: str
+    metric: LeaderboardMetric
+    event_type: str | None
+    period: LeaderboardPeriodKind
+    rewards: list[LeaderboardReward]
+    active: bool
+
+
+def definition_from(board: boards.BoardDef) -> LeaderboardDefinition:
+    return LeaderboardDefinition(
+        key=board.key,
+        name=board.name,
+        metric=LeaderboardMetric(board.metric),
+        event_type=board.event_type,
+        period=LeaderboardPeriodKind(board.period),
+        rewards=[
+            LeaderboardReward(rank=r.rank, to_rank=r.to_rank, amount=r.amount, currency=r.currency)
+            for r in board.rewards
+        ],
+        active=board.active,
+    )
+
+
+@strawberry.type(description="What a board shows of a member.")
+class LeaderboardMember:
+    external_id: str
+    display_name: str | None
+    active_title: Title | None
+
+
+@strawberry.type
+class LeaderboardEntry:
+    rank: int = strawberry.field(description="1-based; ties go to whoever got there first.")
+    score: int
+    member: LeaderboardMember
+
+
+@strawberry.type(description="A board's standings in one period.")
+class Leaderboard:
+    key: str
+    name: str
+    metric: LeaderboardMetric
+    event_type: str | None
+    period: str = strawberry.field(
+        description='The period shown: "2026-11-23" (DAILY), "2026-W48" (WEEKLY), '
+        '"2026-11" (MONTHLY) or "all".'
+    )
+    period_type: LeaderboardPeriodKind
+    period_start: datetime | None
+    period_end: datetime | None
+    closed: bool = strawberry.field(description="A finished period's final, archived standings.")
+    total_entries: int = strawberry.field(description="How many members are on the board.")
+    entries: list[LeaderboardEntry]
+    me: LeaderboardEntry | None = strawberry.field(
+        description="The caller's own row (member token; null when not on the board)."
+    )
+
+
+# ---- member display data ----------------------------------------------------------------------
+
+
+async def _display(ctx: Context, entries: Sequence[boards.Entry]) -> dict[int, LeaderboardMember]:
+    ids = list(dict.fromkeys(entry.member_id for entry in entries))
+    if not ids:
+        return {}
+    people = await ctx.loader("member_by_id", member_by_id_loader).load_many(ids)
+    holdings = await ctx.loader("member_titles", member_titles_loader).load_many(ids)
+    shown: dict[int, LeaderboardMember] = {}
+    for member_id, person, held in zip(ids, people, holdings, strict=True):
+        if person is None:
+            continue
+        active = next((h for h in held if h.equipped), None)
+        shown[member_id] = LeaderboardMember(
+            external_id=person.external_id,
+            display_name=person.display_name,
+            active_title=title_from_model(active.title) if active else None,
+        )
+    return shown
+
+
+def _entry(
+    entry: boards.Entry | None, shown: dict[int, LeaderboardMember]
+) -> LeaderboardEntry | None:
+    if entry is None or entry.member_id not in shown:
+        return None
+    return LeaderboardEntry(rank=entry.rank, score=entry.score, member=shown[entry.member_id])
+
+
+def unavailable() -> ClientError:
+    return ClientError(
+        "Leaderboards are temporarily unavailable (their store cannot be reached); "
+        "try again shortly.",
+        UNAVAILABLE,
+    )
+
+
+async def build_leaderboard(
+    ctx: Context,
+    key: str,
+    *,
+    first: int,
+    around: str | None,
+    period: str | None,
+    now: datetime | None = None,
+) -> Leaderboard:
+    """Resolve a whole ``Leaderboard`` (entries and member data included) with ``ctx``'s
+    loaders: one Redis round trip for the ranks, two queries for the members."""
+    now = now or clock.now()
+    async with ctx.reading() as session:
+        board = await boards.require_board(session, key)
+        shown_period = await boards.resolve_period(session, board, period, now)
+    boards.check_first(first)
+    principal = ctx.principal
+    me_external = principal.external_id if principal.is_member else None
+    lookups = [name for name in (around, me_external) if name]
+    ids: dict[str, int] = {}
+    if lookups:
+        found = await ctx.loader("member_by_external_id", member_by_external_id_loader).load_many(
+            lookups
+        )
+        ids = {name: m.id for name, m in zip(lookups, found, strict=True) if m is not None}
+    try:
+        async with ctx.reading() as session:
+            result = await boards.standings(
+                ctx.runtime,
+                session,
+                board,
+                shown_period,
+                first=first,
+                around_member_id=ids.get(around) if around else None,
+                me_member_id=ids.get(me_external) if me_external else None,
+                around_given=around is not None,
+                now=now,
+            )
+    except boards.LeaderboardsUnavailable:
+        raise unavailable() from None
+    everyone = [*result.entries, *([result.me] if result.me else [])]
+    shown = await _display(ctx, everyone)
+    entries = [row for row in (_entry(e, shown) for e in result.entries) if row is not None]
+    return Leaderboard(
+        key=board.key,
+        name=board.name,
+        metric=LeaderboardMetric(board.metric),
+        event_type=board.event_type,
+        period=shown_period.id,
+        period_type=LeaderboardPeriodKind(board.period),
+        period_start=shown_period.start,
+        period_end=shown_period.end,
+        closed=result.closed,
+        total_entries=result.total,
+        entries=entries,
+        me=_entry(result.me, shown),
+    )
+
+
+@strawberry.type
+class LeaderboardQueries:
+    @strawberry.field(
+        description="A board's standings (anyone may read): the top `first` rows, or with "
+        "`around` (an externalId) the rows around that member; `period` picks a past period "
+        f'(e.g. "2026-11-23", "2026-W48", "2026-11", "{ALL_TIME_ID}"), default the current one.'
+    )
+    async def leaderboard(
+        self,
+        info: Info,
+        key: str,
+        first: int = 10,
+        around: str | None = None,
+        period: str | None = None,
+    ) -> Leaderboard:
+        return await build_leaderboard(info.context, key, first=first, around=around, period=period)
+
+    @strawberry.field(description="Every active board's definition, in key order.")
+    async def leaderboards(self, info: Info) -> list[LeaderboardDefinition]:
+        async with info.context.reading() as session:
+            found = await boards.active_boards(session)
+        return [definition_from(board) for board in found]
+
+
+# ---- mutations ----------------------------------------------------------------------------------
+
+
+@strawberry.input
+class LeaderboardRewardInput:
+    rank: int
+    to_rank: int | None = strawberry.field(default=None, description="Default: rank.")
+    amount: int
+    currency: str = "points"
+
+
+@strawberry.input
+class UpsertLeaderboardInput:
+    key: str
+    name: str
+    metric: LeaderboardMetric
+    event_type: str | None = strawberry.field(
+        default=None, description="The event type an EVENT_COUNT board counts."
+    )
+    period: LeaderboardPeriodKind
+    rewards: list[LeaderboardRewardInput] | None = strawberry.field(
+        default=None, description="Prizes granted once when a period closes."
+    )
+    active: bool = True
+
+
+@strawberry.type
+class UpsertLeaderboardPayload:
+    leaderboard: LeaderboardDefinition | None
+    errors: list[UserError]
+
+
+@strawberry.type
+class LeaderboardMutations:
+    @strawberry.mutation(
+        permission_classes=[IsAdmin],
+        description="Create or change a board (keyed by `key`). Changing what it counts "
+        "rebuilds it from the ledger and events.",
+    )
+    async def upsert_leaderboard(
+        self, info: Info, input: UpsertLeaderboardInput
+    ) -> UpsertLeaderboardPayload:
+        async def work(session: AsyncSession) -> UpsertLeaderboardPayload:
+            done = await boards.upsert_board(
+                session,
+                boards.BoardInput(
+                    key=input.key,
+                    name=input.name,
+                    metric=input.metric.value,
+                    period=input.period.value,
+                    event_type=input.event_type,
+                    rewards=[
+                        boards.RewardRule(
+                            r.rank,
+                            r.to_rank if r.to_rank is not None else r.rank,
+                            r.amount,
+                            r.currency,
+                        )
+                        for r in input.rewards or []
+                    ],
+                    active=input.active,
+                ),
+            )
+            return UpsertLeaderboardPayload(leaderboard=definition_from(done.board), errors=[])
+
+        return await run_in_transaction(
+            info, work, lambda errors: UpsertLeaderboardPayload(leaderboard=None, errors=errors)
+        )
+
+
+__all__ = [
+    "Leaderboard",
+    "LeaderboardMutations",
+    "LeaderboardQueries",
+    "build_leaderboard",
+]

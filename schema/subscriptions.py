@@ -1,0 +1,229 @@
+"""Subscriptions (WebSocket ``/graphql``, graphql-transport-ws): ``memberUpdates`` and
+``leaderboardUpdates``.
+
+Clients authenticate in ``connection_init`` with ``{"Authorization": "Bearer <token>"}``
+(``server.app``). Updates travel through Redis pub/sub (``leaderboards.live``), so a change
+committed by any API process or worker reaches subscribers on every API process.
+
+A subscription lives as long as its WebSocket: it must not hold a database connection
+between updates, so every update is resolved with a short-lived ``Context`` (its own
+DataLoaders and read session, closed right after).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+import strawberry
+from redis.exceptions import RedisError
+from sqlalchemy import select
+from strawberry.types import Info
+
+from leaderboards import keys
+from leaderboards.live import hub_for
+from ledger.service import balances
+from members.models import Member as MemberModel
+from members.models import Tier as TierModel
+from quests.models import Event as EventModel
+from quests.models import Quest as QuestModel
+from quests.models import QuestProgress as ProgressModel
+from schema.context import Context
+from schema.errors import ClientError
+from schema.leaderboards import Leaderboard, build_leaderboard, unavailable
+from schema.permissions import require_member_external_id
+from server.runtime import Runtime
+
+# A busy board changes many times a second: send at most one update per interval.
+LEADERBOARD_MIN_INTERVAL = 0.5
+
+
+@strawberry.enum
+class MemberUpdateKind(Enum):
+    BALANCE = "BALANCE"
+    QUEST_COMPLETED = "QUEST_COMPLETED"
+    BADGE = "BADGE"
+    TITLE = "TITLE"
+    TIER = "TIER"
+
+
+@strawberry.type(description="Something that just happened to the caller's member.")
+class MemberUpdate:
+    kind: MemberUpdateKind
+    at: datetime
+    currency: str | None = strawberry.field(default=None, description="BALANCE")
+    amount: int | None = strawberry.field(default=None, description="BALANCE: the change.")
+    balance: int | None = strawberry.field(
+        default=None, description="BALANCE: the available balance after the change."
+    )
+    transaction_id: strawberry.ID | None = strawberry.field(default=None, description="BALANCE")
+    quest_key: str | None = strawberry.field(default=None, description="QUEST_COMPLETED")
+    badge_key: str | None = strawberry.field(default=None, description="BADGE")
+    level: int | None = strawberry.field(default=None, description="BADGE: its level.")
+    title_key: str | None = strawberry.field(default=None, description="TITLE")
+    tier_key: str | None = strawberry.field(default=None, description="TIER: the new tier.")
+
+
+@dataclass
+class _Watch:
+    member_id: int
+    tier_id: int | None
+
+
+async def _tier_update(runtime: Runtime, watch: _Watch, at: datetime) -> MemberUpdate | None:
+    async with runtime.read_sessionmaker() as session:
+        tier_id = await session.scalar(
+            select(MemberModel.tier_id).where(MemberModel.id == watch.member_id)
+        )
+        if tier_id == watch.tier_id:
+            return None
+        watch.tier_id = tier_id
+        key = None
+        if tier_id is not None:
+            key = await session.scalar(select(TierModel.key).where(TierModel.id == tier_id))
+    return MemberUpdate(kind=MemberUpdateKind.TIER, at=at, tier_key=key)
+
+
+async def _credit_updates(
+    runtime: Runtime, watch: _Watch, message: dict[str, Any]
+) -> list[MemberUpdate]:
+    at = datetime.fromisoformat(message["at"])
+    async with runtime.read_sessionmaker() as session:
+        now = await balances(session, watch.member_id, message["currency"])
+    updates = [
+        MemberUpdate(
+            kind=MemberUpdateKind.BALANCE,
+            at=at,
+            currency=message["currency"],
+            amount=message["amount"],
+            balance=now.available,
+            transaction_id=strawberry.ID(str(message["transactionId"])),
+        )
+    ]
+    if message["currency"] == "xp" and (tier := await _tier_update(runtime, watch, at)):
+        updates.append(tier)
+    return updates
+
+
+async def _event_updates(
+    runtime: Runtime, watch: _Watch, message: dict[str, Any]
+) -> list[MemberUpdate]:
+    at = datetime.fromisoformat(message["at"])
+    updates: list[MemberUpdate] = []
+    async with runtime.read_sessionmaker() as session:
+        quests = await session.scalars(
+            select(QuestModel.key)
+            .join(ProgressModel, ProgressModel.quest_id == QuestModel.id)
+            .where(ProgressModel.id.in_(message["completed"]))
+            .where(ProgressModel.member_id == watch.member_id)
+            .order_by(ProgressModel.id)
+        )
+        updates += [
+            MemberUpdate(kind=MemberUpdateKind.QUEST_COMPLETED, at=at, quest_key=key)
+            for key in quests
+        ]
+        result = await session.scalar(
+            select(EventModel.result).where(
+                EventModel.id == message["eventId"], EventModel.member_id == watch.member_id
+            )
+        )
+        for award in (result or {}).get("awarded", []):
+            if award.get("kind") == "BADGE":
+                updates.append(
+                    MemberUpdate(
+                        kind=MemberUpdateKind.BADGE,
+                        at=at,
+                        badge_key=award.get("key"),
+                        level=award.get("amount"),
+                    )
+                )
+            elif award.get("kind") == "TITLE":
+                updates.append(
+                    MemberUpdate(kind=MemberUpdateKind.TITLE, at=at, title_key=award.get("key"))
+                )
+    return updates
+
+
+async def member_updates_for(
+    runtime: Runtime, watch: _Watch, message: dict[str, Any]
+) -> list[MemberUpdate]:
+    if message.get("kind") == "credit":
+        return await _credit_updates(runtime, watch, message)
+    if message.get("kind") == "event":
+        return await _event_updates(runtime, watch, message)
+    return []
+
+
+@contextlib.asynccontextmanager
+async def _listening(runtime: Runtime, channel: str) -> Any:
+    try:
+        async with hub_for(runtime.redis).listen(channel) as queue:
+            yield queue
+    except (RedisError, OSError) as error:
+        raise unavailable() from error
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="Live updates of the caller's member (member token): balance changes, "
+        "quest completions, badges, titles, tier changes."
+    )
+    async def member_updates(self, info: Info) -> AsyncGenerator[MemberUpdate, None]:
+        external_id = require_member_external_id(info)
+        runtime: Runtime = info.context.runtime
+        async with runtime.read_sessionmaker() as session:
+            found = (
+                await session.execute(
+                    select(MemberModel.id, MemberModel.tier_id).where(
+                        MemberModel.external_id == external_id
+                    )
+                )
+            ).first()
+        if found is None:
+            raise ClientError(f"no member with externalId {external_id!r}", "NOT_FOUND")
+        watch = _Watch(found.id, found.tier_id)
+        async with _listening(runtime, keys.member_channel(watch.member_id)) as queue:
+            while True:
+                message = await queue.get()
+                for update in await member_updates_for(runtime, watch, message):
+                    yield update
+
+    @strawberry.subscription(
+        description="A board's standings (as `leaderboard` with the same arguments), sent "
+        "at once and then whenever they change (at most twice a second)."
+    )
+    async def leaderboard_updates(
+        self,
+        info: Info,
+        key: str,
+        first: int = 10,
+        around: str | None = None,
+    ) -> AsyncGenerator[Leaderboard, None]:
+        parent: Context = info.context
+        runtime = parent.runtime
+
+        async def current() -> Leaderboard:
+            ctx = Context(runtime=runtime, principal=parent.principal)
+            try:
+                return await build_leaderboard(ctx, key, first=first, around=around, period=None)
+            finally:
+                await ctx.close()
+
+        first_view = await current()  # fails early for an unknown board or a bad argument
+        async with _listening(runtime, keys.board_channel(key)) as queue:
+            yield first_view
+            while True:
+                await queue.get()
+                await asyncio.sleep(LEADERBOARD_MIN_INTERVAL)
+                while not queue.empty():  # everything that arrived meanwhile: one update
+                    queue.get_nowait()
+                yield await current()
+
+
+__all__ = ["MemberUpdate", "Subscription"]
