@@ -23,6 +23,7 @@ from ledger.tasks import run_settle_expirations
 from ledger.types import Balances, TransactionView
 from ledger.types import ExpiringLot as ExpiringLotRow
 from members.program import get_program
+from members.rewards import after_xp_credit
 from members.service import require_member
 from schema.context import Context
 from schema.errors import UserError, bad_request
@@ -376,6 +377,8 @@ class LedgerMutations:
                 expires_at=input.expires_at,
                 lifetime_days=program.points_lifetime_days,
             )
+            if (input.currency or "points") == "xp" and not posted.replayed:
+                await after_xp_credit(session, member.id, datetime.now(UTC))  # tier upgrade
             return await _payload(session, posted.transaction_id)
 
         return await run_in_transaction(info, work, _failed)

@@ -165,3 +165,18 @@ async def test_member_sees_tier_progress_and_history(runtime: Runtime, api: obje
         },
         {"fromTier": None, "toTier": {"key": "member"}, "reason": "upgrade", "xpInWindow": 0},
     ]
+
+
+async def test_admin_xp_grant_upgrades_tier(runtime: Runtime, api: object) -> None:
+    from tests.api import GraphQLClient
+
+    assert isinstance(api, GraphQLClient)
+    await make_ladder(runtime)
+    await make_member(runtime, "granted")
+    result = await api.admin(
+        """mutation { grantPoints(input: {externalId: "granted", amount: 600, currency: "xp",
+             reason: "migration", idempotencyKey: "xp-import-1"}) { errors { code } } }"""
+    )
+    assert result.data["grantPoints"]["errors"] == []
+    me = await api.as_member("granted", "{ me { tier { key } balance(currency: \"xp\") } }")
+    assert me.data["me"] == {"tier": {"key": "silver"}, "balance": 600}
