@@ -55,6 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from ledger import service
 from ledger.tasks import run_settle_expirations
 from ledger.types import BatchGrant
+from ledger.verify import verify_database_url
 from server.runtime import Runtime
 from server.settings import Settings, get_settings
 
@@ -278,6 +279,8 @@ async def main() -> None:
         figures["batch_postings_per_s"] = await bench_batch(runtime, members)
         figures["settle_lots_per_s"] = await bench_settlement(runtime, url, members[:20_000])
         await runtime.close()
+        report = await verify_database_url(url)  # not timed: the workload kept every invariant
+        assert report.ok, report.render()
     print(json.dumps({k: round(v) for k, v in figures.items()}))
 
 
