@@ -28,7 +28,7 @@ from server.settings import Settings  # noqa: E402
 MEMBERS = int(os.environ.get("BENCH_MEMBERS", "100000"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 ME_QUERY = """{ me { externalId displayName tier { key name } lifecycleStage
-  tierProgress { xpNeeded next { key } } } }"""
+  tierProgress { xpNeeded next { key } } balance pendingBalance xp: balance(currency: "xp") } }"""
 
 
 async def seed(database_url: str) -> None:

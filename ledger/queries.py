@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import ScalarSelect, case, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.errors import INVALID_INPUT, LedgerError
@@ -23,42 +22,36 @@ from ledger.types import (
     PostingView,
     TransactionView,
 )
+from server import rawsql
 
 MAX_PAGE = 100
 
 
-def _unspendable_now() -> ScalarSelect[Any]:
-    """Remaining points whose lot is past ``expires_at`` but not settled yet: not available."""
-    return (
-        select(func.coalesce(func.sum(Lot.remaining), 0))
-        .where(
-            Lot.account_id == Account.id,
-            Lot.remaining > 0,
-            Lot.expires_at <= func.now(),
-        )
-        .correlate(Account)
-        .scalar_subquery()
-    )
+# Available = stored balance minus points whose lot is past ``expires_at`` but not settled
+# yet (they can no longer be spent); pending = the pending account's balance. Hot (every
+# ``me``), so plain SQL on the raw connection.
+BALANCES_SQL = """
+SELECT a.member_id,
+       sum(CASE WHEN a.kind = 'available' THEN a.balance - coalesce(
+               (SELECT sum(l.remaining) FROM lots l
+                WHERE l.account_id = a.id AND l.remaining > 0 AND l.expires_at <= now()), 0)
+           ELSE 0 END) AS available,
+       sum(CASE WHEN a.kind = 'pending' THEN a.balance ELSE 0 END) AS pending
+FROM accounts a
+WHERE a.member_id = any($1::bigint[]) AND a.currency = $2
+GROUP BY a.member_id
+"""
 
 
 async def balances_for_members(
     session: AsyncSession, member_ids: Sequence[int], currency: str = "points"
 ) -> dict[int, Balances]:
-    """Available (stored balance minus expired-but-unsettled lots) and pending, per member;
-    members without accounts get zeros. One query for any number of members (DataLoaders)."""
+    """Available and pending, per member; members without accounts get zeros. One query for
+    any number of members (DataLoaders)."""
     if not member_ids:
         return {}
-    available = case((Account.kind == "available", Account.balance - _unspendable_now()), else_=0)
-    rows = await session.execute(
-        select(
-            Account.member_id,
-            func.sum(available).label("available"),
-            func.sum(case((Account.kind == "pending", Account.balance), else_=0)).label("pending"),
-        )
-        .where(Account.member_id.in_(list(member_ids)), Account.currency == currency)
-        .group_by(Account.member_id)
-    )
-    found = {row.member_id: Balances(int(row.available), int(row.pending)) for row in rows}
+    rows = await rawsql.fetch(session, BALANCES_SQL, list(member_ids), currency)
+    found = {row["member_id"]: Balances(int(row["available"]), int(row["pending"])) for row in rows}
     return {member_id: found.get(member_id, Balances(0, 0)) for member_id in member_ids}
 
 
