@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import connect, emit, load, running_api, scratch_servers  # noqa: E402
-from members.tasks import run_evaluate_tiers, run_scan_inactivity  # noqa: E402
-from server.auth import issue_token  # noqa: E402
-from server.runtime import Runtime  # noqa: E402
-from server.settings import Settings  # noqa: E402
+from bench.harness import connect, emit, load, running_api, scratch_servers
+from members.tasks import run_evaluate_tiers, run_scan_inactivity
+from server.auth import issue_token
+from server.runtime import Runtime
+from server.settings import Settings
 
 MEMBERS = int(os.environ.get("BENCH_MEMBERS", "100000"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
