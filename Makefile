@@ -16,7 +16,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3 python; do \
 		echo $$p; break; fi; done)
 
 PACKAGES := server schema ledger members quests campaigns badges redemptions referrals \
-	leaderboards tests bench
+	leaderboards webhooks tests bench
 # mypy refuses a folder without Python files: lint only the packages that have some.
 LINT_PATHS = $(foreach pkg,$(PACKAGES),$(if $(wildcard $(pkg)/*.py),$(pkg)))
 

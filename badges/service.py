@@ -24,6 +24,7 @@ from badges.models import Badge, MemberBadge
 from badges.titles import grant_title
 from badges.validation import validate_description, validate_name
 from members.validation import validate_key
+from server import signals
 from server.awards import Award, AwardKind
 from server.cache import TTLCache
 from server.errors import DomainError, ErrorCode, invalid, not_found
@@ -149,6 +150,9 @@ async def award_badge(
     )
     if gained is None:
         return None
+    signals.emit(
+        session, "badge.awarded", member_id=member_id, badge_key=badge_key, level=level, at=now
+    )
     return Award(AwardKind.BADGE, amount=level, key=badge_key)
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from badges.models import MemberTitle, Title
 from badges.validation import validate_description, validate_name
 from members.validation import validate_key
+from server import signals
 from server.awards import Award, AwardKind
 from server.errors import DomainError, ErrorCode, invalid, not_found
 
@@ -146,6 +147,14 @@ async def grant_title(
         .on_conflict_do_update(
             index_elements=[MemberTitle.member_id, MemberTitle.title_id], set_=holding
         )
+    )
+    signals.emit(
+        session,
+        "title.granted",
+        member_id=member_id,
+        title_key=title_key,
+        expires_at=expires_at,
+        at=now,
     )
     return Award(AwardKind.TITLE, key=title_key)
 

@@ -6,13 +6,16 @@ changes nothing that the first already did.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from members.lifecycle import STAGE_SQL, stage_params
 from members.program import Program
+from server import signals
 
 BATCH_SIZE = 5_000
 
@@ -59,9 +62,14 @@ RETENTION_SQL = text(
                                   created_at)
         SELECT member_id, tier_id, new_tier_id, 'retention', xp, window_end
         FROM decided WHERE new_tier_id <> tier_id
-        RETURNING member_id
+        RETURNING member_id, from_tier_id, to_tier_id, created_at
     )
-    SELECT (SELECT count(*) FROM moved) AS handled, (SELECT count(*) FROM recorded) AS downgraded
+    SELECT (SELECT count(*) FROM moved) AS handled, (SELECT count(*) FROM recorded) AS downgraded,
+           (SELECT coalesce(json_agg(json_build_object(
+                       'member_id', r.member_id, 'from_tier', f.key, 'to_tier', t.key,
+                       'at', r.created_at)), '[]')
+            FROM recorded r LEFT JOIN tiers f ON f.id = r.from_tier_id
+            LEFT JOIN tiers t ON t.id = r.to_tier_id) AS changes
     """
 )
 
@@ -69,6 +77,16 @@ RETENTION_SQL = text(
 async def evaluate_tiers_batch(session: AsyncSession, now: datetime) -> tuple[int, int]:
     """(members handled, members moved down) for one batch; 0 handled means done."""
     row = (await session.execute(RETENTION_SQL, {"now": now, "batch": BATCH_SIZE})).one()
+    for change in _json(row.changes):
+        signals.emit(
+            session,
+            "tier.changed",
+            member_id=change["member_id"],
+            from_tier=change["from_tier"],
+            to_tier=change["to_tier"],
+            reason="retention",
+            at=datetime.fromisoformat(change["at"]),
+        )
     return int(row.handled), int(row.downgraded)
 
 
@@ -92,10 +110,22 @@ async def scan_inactivity_batch(session: AsyncSession, now: datetime, program: P
         recorded AS (
             INSERT INTO lifecycle_changes (member_id, from_stage, to_stage, created_at)
             SELECT id, old_stage, new_stage, CAST(:now AS timestamptz) FROM changed
-            RETURNING 1
+            RETURNING member_id, from_stage, to_stage
         )
-        SELECT count(*) FROM recorded
+        SELECT count(*) AS changed,
+               coalesce(json_agg(json_build_object('member_id', member_id,
+                                                   'from_stage', from_stage,
+                                                   'to_stage', to_stage)), '[]') AS changes
+        FROM recorded
         """
     )
     params = {"now": now, "batch": BATCH_SIZE, **stage_params(now, program)}
-    return int(await session.scalar(sql, params) or 0)
+    row = (await session.execute(sql, params)).one()
+    for change in _json(row.changes):
+        signals.emit(session, "member.stage_changed", **change, at=now)
+    return int(row.changed or 0)
+
+
+def _json(value: Any) -> list[dict[str, Any]]:
+    """A JSON column as the driver returns it (text, or already decoded)."""
+    return list(json.loads(value) if isinstance(value, str) else value or [])

@@ -18,7 +18,7 @@ from members.program import get_program
 from members.rewards import grant_welcome
 from members.tiers import qualify
 from members.validation import validate_external_id, validate_timezone
-from server import rawsql
+from server import rawsql, signals
 from server.errors import DomainError, ErrorCode, invalid, not_found
 
 # Unambiguous characters only: codes are read aloud and typed on phones.
@@ -81,6 +81,13 @@ async def register_member(
         )
         if inserted is not None:
             member = await session.get_one(Member, inserted)
+            signals.emit(
+                session,
+                "member.registered",
+                member_id=member.id,
+                display_name=member.display_name,
+                at=member.joined_at,
+            )
             await _welcome(session, member)
             return Registration(member, created=True)
         existing = await get_member_by_external_id(session, external_id)

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from members.models import Member, Tier, TierChange
 from members.validation import validate_key
-from server import rawsql
+from server import rawsql, signals
 from server.cache import TTLCache
 from server.errors import DomainError, ErrorCode, invalid, not_found
 
@@ -224,6 +224,15 @@ async def _change_tier(
         )
     )
     await session.flush()
+    signals.emit(
+        session,
+        "tier.changed",
+        member_id=member.id,
+        from_tier=old.key if old else None,
+        to_tier=new.key if new else None,
+        reason=reason,
+        at=now,
+    )
 
 
 async def tier_history(session: AsyncSession, member_id: int, limit: int = 100) -> list[TierChange]:

@@ -76,6 +76,7 @@ from members.tiers import list_tiers
 from members.validation import validate_key
 from redemptions import lottery
 from redemptions.models import ITEM_KINDS, CatalogItem
+from server import signals
 from server.errors import DomainError, ErrorCode, invalid, not_found
 
 MAX_TOTAL_COST = 1_000_000_000
@@ -593,7 +594,22 @@ async def redeem(
         spend_transaction_id=posted.transaction_id,
         refund_transaction_id=None,
     )
+    _emit(session, "redemption.created", redemption, item_key=item_key)
     return RedeemOutcome(redemption, replayed=False)
+
+
+def _emit(session: AsyncSession, topic: str, row: RedemptionRow, **extra: Any) -> None:
+    signals.emit(
+        session,
+        topic,
+        redemption_id=row.id,
+        member_id=row.member_id,
+        item_id=row.item_id,
+        quantity=row.quantity,
+        cost=row.cost,
+        at=row.cancelled_at or row.fulfilled_at or row.created_at,
+        **extra,
+    )
 
 
 async def _replay(
@@ -684,6 +700,7 @@ async def cancel(
     )
     cancelled = await get_redemption(session, redemption_id)
     assert cancelled is not None
+    _emit(session, "redemption.cancelled", cancelled, reason=reason)
     return cancelled
 
 
@@ -732,6 +749,7 @@ async def fulfill(
         _check_fulfillable(latest.status if latest else "CANCELLED")
     fulfilled = await get_redemption(session, redemption_id)
     assert fulfilled is not None
+    _emit(session, "redemption.fulfilled", fulfilled)
     return fulfilled
 
 
@@ -826,13 +844,26 @@ async def draw_lottery(
         item_id,
         winning,
     )
-    await conn.execute(
+    losers = await conn.fetch(
         "UPDATE redemptions r SET status = 'FULFILLED', fulfilled_at = $2"
         " WHERE r.item_id = $1 AND r.status = 'PENDING' AND NOT EXISTS"
-        " (SELECT 1 FROM lottery_entries e WHERE e.redemption_id = r.id AND e.status = 'WON')",
+        " (SELECT 1 FROM lottery_entries e WHERE e.redemption_id = r.id AND e.status = 'WON')"
+        " RETURNING r.id, r.member_id, r.quantity, r.cost",
         item_id,
         moment,
     )
+    for loser in losers:  # a losing ticket's redemption is fulfilled (the ticket was used)
+        signals.emit(
+            session,
+            "redemption.fulfilled",
+            redemption_id=loser["id"],
+            member_id=loser["member_id"],
+            item_id=item_id,
+            item_key=item_key,
+            quantity=loser["quantity"],
+            cost=loser["cost"],
+            at=moment,
+        )
     await conn.execute("UPDATE catalog_items SET drawn_at = $2 WHERE id = $1", item_id, moment)
     await conn.execute(
         "INSERT INTO lottery_draws (item_id, seed, method, winners_requested, entry_count,"

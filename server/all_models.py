@@ -11,5 +11,6 @@ from redemptions import models as redemption_models  # noqa: F401
 from referrals import models as referral_models  # noqa: F401
 from server import models as server_models  # noqa: F401
 from server.db import Base
+from webhooks import models as webhook_models  # noqa: F401
 
 metadata = Base.metadata

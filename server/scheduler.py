@@ -68,6 +68,10 @@ PERIODIC_JOBS: list[PeriodicJob] = [
     PeriodicJob("members.scan_inactivity", cron="40 3 * * *"),
     # Hourly: each member gets theirs when their own (local) birthday starts.
     PeriodicJob("members.birthday_rewards", cron="15 * * * *"),
+    # Webhooks: the delivery sweep (lost messages, trigger-written events), expiry notices.
+    PeriodicJob("webhooks.retry_due", every=timedelta(minutes=1)),
+    PeriodicJob("webhooks.announce_expiring", cron="25 * * * *"),
+    PeriodicJob("webhooks.prune", cron="50 4 * * *"),
     # Every 5 minutes: periods end at local midnight of the PROGRAM timezone (a database
     # setting), which need not be this timetable's; closing is idempotent.
     PeriodicJob("leaderboards.close_period", cron="2-59/5 * * * *"),

@@ -35,6 +35,26 @@ class Settings(BaseSettings):
     max_query_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 5000
+    max_query_cost: int = Field(
+        default=5000,
+        description="Query cost limit: each field costs 1, a paginated field multiplies its "
+        "subtree by `first` (see schema.cost)",
+    )
+
+    # Requests per minute per caller (0: unlimited); see server.ratelimit.
+    rate_limit_enabled: bool = True
+    rate_limit_anonymous_per_minute: int = 300  # per client IP
+    rate_limit_member_per_minute: int = 600  # per member token
+    rate_limit_events_per_minute: int = 60_000  # per events API key (back-ends batch)
+    rate_limit_admin_per_minute: int = 6_000  # per admin token or key
+
+    # Outbound webhooks; see webhooks.delivery.
+    webhook_timeout_seconds: float = 5.0
+    webhook_max_attempts: int = 10
+    webhook_backoff_seconds: float = 30.0  # first retry; doubles per attempt, with jitter
+    webhook_backoff_max_seconds: float = 6 * 3600.0
+    webhook_expiring_days: int = 7  # points.expiring is announced this many days ahead
+    webhook_retention_days: int = 30  # finished deliveries and their events are kept so long
 
 
 @lru_cache(maxsize=1)

@@ -8,17 +8,26 @@ from one transaction, so it can do one round trip (a Redis pipeline) for all of 
 
 Delivery is best effort in this process: anything a subscriber keeps must be rebuildable from
 PostgreSQL (leaderboards are), and durable side effects go through Dramatiq jobs.
+
+The durable path: a consumer that must never miss a fact (webhooks) registers a writer with
+``persist``. Writers run *inside* the emitting transaction, right before it commits (a
+SQLAlchemy ``before_commit`` session event), with the synchronous ``Session`` under the
+``AsyncSession`` (SQL runs there through SQLAlchemy's greenlet bridge). What they write commits
+or rolls back with the facts themselves, and an error in a writer fails the commit. Signals
+emitted inside a savepoint that is rolled back are dropped, for both paths.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 log = structlog.get_logger("questline.signals")
 
@@ -32,6 +41,15 @@ class Signal:
 Handler = Callable[[list[Signal]], Awaitable[None]]
 _handlers: dict[str, list[Handler]] = defaultdict(list)
 
+# Runs inside the transaction, before the commit: (sync session, signals of its topics in the
+# order they were emitted).
+DurableWriter = Callable[[Session, list[Signal]], None]
+_writers: list[tuple[frozenset[str], DurableWriter]] = []
+
+_PENDING = "signals"
+_PERSISTED = "signals_persisted"  # how many of the pending signals the writers have seen
+_SAVEPOINTS = "signals_savepoints"  # savepoint -> number of signals emitted before it began
+
 
 def subscribe(topic: str, handler: Handler) -> None:
     if handler not in _handlers[topic]:
@@ -43,14 +61,28 @@ def unsubscribe(topic: str, handler: Handler) -> None:
         _handlers[topic].remove(handler)
 
 
-def emit(session: AsyncSession, topic: str, **payload: Any) -> None:
+def persist(topics: Iterable[str], writer: DurableWriter) -> None:
+    """Run ``writer`` in every transaction that emitted one of ``topics``, right before it
+    commits, with those signals (see the module docstring)."""
+    entry = (frozenset(topics), writer)
+    if entry not in _writers:
+        _writers.append(entry)
+
+
+def stop_persisting(writer: DurableWriter) -> None:
+    _writers[:] = [entry for entry in _writers if entry[1] is not writer]
+
+
+def emit(session: AsyncSession | Session, topic: str, **payload: Any) -> None:
     """Queue a signal; it is delivered once the session's transaction commits."""
-    pending: list[Signal] = session.info.setdefault("signals", [])
+    pending: list[Signal] = session.info.setdefault(_PENDING, [])
     pending.append(Signal(topic, payload))
 
 
 def take(session: AsyncSession) -> list[Signal]:
-    return list(session.info.pop("signals", []))
+    session.info.pop(_PERSISTED, None)
+    session.info.pop(_SAVEPOINTS, None)
+    return list(session.info.pop(_PENDING, []))
 
 
 async def deliver(signals: list[Signal]) -> None:
@@ -63,3 +95,42 @@ async def deliver(signals: list[Signal]) -> None:
                 await handler(batch)
             except Exception:  # committed data stays; the subscriber can be rebuilt
                 log.exception("signal handler failed", topic=topic)
+
+
+# ---- the durable path and savepoints (SQLAlchemy session events) ----------------------------
+
+
+@event.listens_for(Session, "before_commit")
+def _run_durable_writers(session: Session) -> None:
+    pending: list[Signal] | None = session.info.get(_PENDING)
+    if not pending or not _writers:
+        return
+    seen = session.info.get(_PERSISTED, 0)
+    fresh = pending[seen:]
+    if not fresh:
+        return
+    for topics, writer in list(_writers):
+        batch = [signal for signal in fresh if signal.topic in topics]
+        if batch:
+            writer(session, batch)
+    # only once every writer succeeded: a failed commit is rolled back, and a session that
+    # goes on must not write these twice
+    session.info[_PERSISTED] = len(pending)
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _remember_savepoint(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        marks = session.info.setdefault(_SAVEPOINTS, {})
+        marks[id(transaction)] = len(session.info.get(_PENDING, ()))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back_signals(session: Session, previous: SessionTransaction) -> None:
+    """A rolled-back savepoint takes back the signals emitted inside it."""
+    if not previous.nested:
+        return
+    mark = session.info.get(_SAVEPOINTS, {}).pop(id(previous), None)
+    pending: list[Signal] | None = session.info.get(_PENDING)
+    if mark is not None and pending is not None and len(pending) > mark:
+        del pending[mark:]

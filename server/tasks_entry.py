@@ -22,6 +22,7 @@ TASK_MODULES = (
     "redemptions.tasks",
     "referrals.tasks",
     "leaderboards.tasks",
+    "webhooks.tasks",
 )
 
 
