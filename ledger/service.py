@@ -430,7 +430,7 @@ async def settle_expirations_batch(
 ) -> BatchOutcome:
     """Expire at most ``limit`` lots due by ``as_of`` (default and upper bound: now), in one
     set-based statement: one ``expire`` transaction per lot, keyed ``expire:lot:<id>``."""
-    row = await fetchrow(session, _SETTLE, _as_of(as_of), limit)
+    row = await fetchrow(session, _SETTLE, as_of_or_now(as_of), limit)
     return BatchOutcome(row["o_lots"], row["o_amount"], row["o_candidates"])
 
 
@@ -451,7 +451,7 @@ async def vest_pending_batch(
     session: AsyncSession, as_of: datetime | None = None, limit: int = DEFAULT_BATCH_SIZE
 ) -> BatchOutcome:
     """Vest at most ``limit`` pending credits due by ``as_of`` (default and upper bound: now)."""
-    row = await fetchrow(session, _VEST_DUE, _as_of(as_of), limit)
+    row = await fetchrow(session, _VEST_DUE, as_of_or_now(as_of), limit)
     return BatchOutcome(row["o_count"], row["o_amount"], row["o_candidates"])
 
 
@@ -469,7 +469,7 @@ async def vest_pending(
 async def _drain(
     session: AsyncSession, sql: str, as_of: datetime | None, size: int, max_batches: int | None
 ) -> Settlement:
-    when = _as_of(as_of)
+    when = as_of_or_now(as_of)
     count = amount = batches = 0
     while max_batches is None or batches < max_batches:
         row = await fetchrow(session, sql, when, size)
@@ -485,9 +485,6 @@ def as_of_or_now(as_of: datetime | None) -> datetime:
     """A settlement time: the given one (made timezone-aware) or now."""
     moment = aware(as_of, "asOf")
     return moment if moment is not None else datetime.now(UTC)
-
-
-_as_of = as_of_or_now
 
 
 async def post_batch(

@@ -205,8 +205,7 @@ def expiring_loader(ctx: Context) -> DataLoader[tuple[int, int], list[ExpiringLo
 class MemberLedgerFields:
     db_id: strawberry.Private[int]
 
-    @strawberry.field(description="Available now (expired points excluded even before they "
-                      "are settled).")  # fmt: skip
+    @strawberry.field(description="Available now (expired points excluded before settlement).")
     async def balance(self, info: Info, currency: str | None = "points") -> int:
         balances = await info.context.loader("ledger_balances", balances_loader).load(
             (self.db_id, currency or "points")
