@@ -334,7 +334,7 @@ async def deliver(
         log.info(
             "webhook attempt",
             delivery=result.claim.delivery_id,
-            event=str(result.claim.event_id),
+            event_id=str(result.claim.event_id),
             type=result.claim.event_type,
             attempt=result.claim.attempt,
             status=result.status_code,
