@@ -155,3 +155,25 @@ async def test_idempotent_replay_returns_the_first_result(runtime: Runtime) -> N
     assert replay.replayed and replay.transaction_id == spent.transaction_id
     async with runtime.transaction() as session:
         assert (await service.balances(session, member)).available == 0
+
+
+async def test_a_ledger_call_first_in_a_transaction_rolls_back_with_it(runtime: Runtime) -> None:
+    """The raw driver call must run inside the caller's transaction even when it is the first
+    statement (SQLAlchemy's adapter only sends BEGIN before its own first statement)."""
+    (member,) = await create_members(runtime, 1)
+
+    class Boom(Exception):
+        pass
+
+    try:
+        async with runtime.transaction() as session:
+            await service.grant(session, member, 10, idempotency_key="first-then-boom")
+            raise Boom
+    except Boom:
+        pass
+    async with runtime.transaction() as session:
+        assert (await service.balances(session, member)).available == 0
+        found = await session.execute(
+            text("SELECT count(*) FROM transactions WHERE idempotency_key = 'first-then-boom'")
+        )
+        assert found.scalar_one() == 0
