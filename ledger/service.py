@@ -15,10 +15,11 @@ lock before (sibling CTEs of a single statement would share one stale snapshot i
   writes one transaction, two postings, one lot and one member-balance update, and contends
   only on its own member's row.
 - Idempotency: the transaction row carries the key (unique) and a SHA-256 of the input.
-  Grants claim the key with ``INSERT .. ON CONFLICT DO NOTHING`` (which waits for an
-  in-flight twin); debits look the key up again after taking the member lock. Same key and
-  input: the stored transaction comes back (``Posted.replayed``) and nothing moves. Same key,
-  other input: ``IDEMPOTENCY_CONFLICT``.
+  Every operation claims the key with ``INSERT .. ON CONFLICT DO NOTHING`` in its one write
+  statement (debits after taking the member lock, so a twin for the same member has committed
+  by then; a twin elsewhere is waited for by the insert). Nothing claimed: the stored row
+  answers. Same key and input: the stored transaction comes back (``Posted.replayed``) and
+  nothing moves. Same key, other input: ``IDEMPOTENCY_CONFLICT``.
 - Failures: the SQL functions check everything before their first write and return a status
   word; this module raises :class:`LedgerError` for it. Nothing has been written then, and
   the caller's transaction is still usable (it may roll back or carry on).

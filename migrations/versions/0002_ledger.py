@@ -477,9 +477,8 @@ BEGIN
     END IF;
 
     PERFORM 1 FROM accounts WHERE id = v_acc FOR NO KEY UPDATE;
-    -- after the lock, so a twin with the same key that held it has committed by now
-    REPLAY_CHECK
-
+    -- After the lock a twin with the same key has committed: the INSERT below then claims
+    -- nothing (ON CONFLICT), and the check after the loop answers replay or conflict.
     LOOP
         WITH CONSUME_FROM_ACC, t AS (
             INSERT INTO transactions (kind, memo, metadata, reference, member_id,
@@ -568,8 +567,7 @@ BEGIN
 
     PERFORM 1 FROM accounts WHERE id = LEAST(v_from, v_to) FOR NO KEY UPDATE;
     PERFORM 1 FROM accounts WHERE id = GREATEST(v_from, v_to) FOR NO KEY UPDATE;
-    REPLAY_CHECK
-
+    -- a twin with the same key: see ledger_debit
     LOOP
         WITH CONSUME_FROM_FROM, t AS (
             INSERT INTO transactions (kind, memo, metadata, reference, member_id,
