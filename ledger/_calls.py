@@ -19,49 +19,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.errors import CONFLICT, INVALID_INPUT, LedgerError
+from server.rawsql import driver
 
 MAX_AMOUNT = 1_000_000_000
 MAX_KEY_LENGTH = 255
 UNIQUE_VIOLATION = "23505"
 IDEMPOTENCY_INDEX = "uq_transactions_idempotency_key"
-
-
-_DRIVER = "ledger.driver_connection"
-
-
-async def driver(session: AsyncSession) -> Any:
-    """The asyncpg connection under ``session``, inside the session's current transaction.
-
-    SQLAlchemy's asyncpg adapter sends BEGIN lazily, just before the first statement *it*
-    executes; a raw call that came first would run outside any transaction and commit on its
-    own. So the adapter's transaction is begun here (the BEGIN SQLAlchemy would have sent).
-    The connection is then cached in ``session.info`` for as long as the session's transaction
-    lasts (one transaction holds one connection): asking SQLAlchemy for it costs ~40 us of
-    client CPU per call."""
-    current = session.sync_session.get_transaction()
-    cached = session.info.get(_DRIVER)
-    if current is not None and cached is not None and cached[0] is current:
-        return cached[1]
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    await _begin(raw.dbapi_connection)
-    session.info[_DRIVER] = (session.sync_session.get_transaction(), raw.driver_connection)
-    return raw.driver_connection
-
-
-async def _begin(adapted: Any) -> None:
-    """Start the adapter's transaction unless it is running or the connection autocommits.
-
-    Uses the adapter's own ``_start_transaction`` (SQLAlchemy 2.0/2.1, the pinned range), so
-    SQLAlchemy knows about the transaction and commits or rolls it back as usual."""
-    if getattr(adapted, "isolation_level", None) == "autocommit":
-        return
-    if getattr(adapted, "_transaction", None) is not None:
-        return
-    start = getattr(adapted, "_start_transaction", None)
-    if start is None:  # pragma: no cover - an adapter without it: let SQLAlchemy begin
-        raise RuntimeError("unsupported SQLAlchemy asyncpg adapter: cannot begin a transaction")
-    await start()
 
 
 async def fetchrow(session: AsyncSession, sql: str, *args: Any) -> Any:

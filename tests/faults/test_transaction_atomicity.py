@@ -7,9 +7,8 @@ any transaction and commits on its own: a later error (or a crash) no longer und
 row locks it takes are released at once. Found by the worker-crash test, where the killed
 worker's in-flight settlement batch still committed once its lock was granted.
 
-These tests stay ``xfail(strict=True)`` until the helpers make sure a transaction is open
-(e.g. by starting the adapter's transaction before handing out the driver connection); they
-then pass, strict xfail turns that into a failure, and the marker must go.
+``server.rawsql.driver`` (which the ledger uses too) now begins the adapter's transaction
+before handing out the connection; these tests keep it that way.
 """
 
 from __future__ import annotations
@@ -24,12 +23,6 @@ from server import rawsql
 from server.runtime import Runtime
 from tests.api import GraphQLClient
 from tests.support import plain_dsn
-
-RAW_FIRST_AUTOCOMMITS = pytest.mark.xfail(
-    strict=True,
-    reason="a raw asyncpg call that comes first in a session runs outside the transaction "
-    "(server.rawsql.driver; ledger._calls.driver begins it now): its write survives the rollback",
-)
 
 
 class Boom(Exception):
@@ -83,7 +76,6 @@ async def test_a_ledger_write_first_in_a_transaction_rolls_back(runtime: Runtime
     )
 
 
-@RAW_FIRST_AUTOCOMMITS
 async def test_a_rawsql_write_first_in_a_transaction_rolls_back(runtime: Runtime) -> None:
     with pytest.raises(Boom):
         async with runtime.transaction() as session:
@@ -99,7 +91,6 @@ async def test_a_rawsql_write_first_in_a_transaction_rolls_back(runtime: Runtime
     )
 
 
-@RAW_FIRST_AUTOCOMMITS
 async def test_a_refused_event_is_not_stored_and_its_retry_counts(
     api: GraphQLClient, runtime: Runtime
 ) -> None:
