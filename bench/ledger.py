@@ -205,10 +205,10 @@ async def bench_settlement(runtime: Runtime, url: str, members: list[int]) -> fl
     per_member = SETTLE_LOTS // len(members)
     later = datetime.now(UTC) + timedelta(days=1)
     for round_ in range(per_member):
-        for start in range(0, len(members), BATCH_ENTRIES):
+        for offset in range(0, len(members), BATCH_ENTRIES):
             entries = [
                 BatchGrant(m, 5, f"expiring-{round_}-{m}", expires_at=later)
-                for m in members[start : start + BATCH_ENTRIES]
+                for m in members[offset : offset + BATCH_ENTRIES]
             ]
             async with runtime.transaction() as session:
                 await service.post_batch(session, entries)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 async def all_at_once(
-    engine: AsyncEngine, ops: list[Callable[[AsyncSession], Awaitable[Any]]]
+    engine: AsyncEngine, ops: Sequence[Callable[[AsyncSession], Awaitable[Any]]]
 ) -> list[Any]:
     """Run each op in its own connection and transaction, released together; returns each
     op's result or the LedgerError it raised."""
@@ -57,7 +58,7 @@ async def test_fifty_spends_of_ten_against_a_hundred(runtime: Runtime, engine: A
     (member,) = await create_members(runtime, 1)
     await run(runtime, lambda s: service.grant(s, member, 100, idempotency_key="g"))
     ops = [
-        (lambda s, n=n: service.spend(s, member, 10, idempotency_key=f"spend-{n}"))
+        partial(service.spend, member_id=member, amount=10, idempotency_key=f"spend-{n}")
         for n in range(50)
     ]
     results = await all_at_once(engine, ops)
@@ -99,7 +100,9 @@ async def test_one_key_with_other_input_concurrently_conflicts(
     runtime: Runtime, engine: AsyncEngine
 ) -> None:
     members = await create_members(runtime, 10)
-    ops = [(lambda s, m=m: service.grant(s, m, 5, idempotency_key="contested")) for m in members]
+    ops = [
+        partial(service.grant, member_id=m, amount=5, idempotency_key="contested") for m in members
+    ]
     results = await all_at_once(engine, ops)
     winners = [r for r in results if not isinstance(r, LedgerError)]
     assert len(winners) == 1
@@ -113,8 +116,12 @@ async def test_two_settlements_at_once_expire_each_lot_once(runtime: Runtime) ->
         for n in range(5):
             await run(
                 runtime,
-                lambda s, m=m, n=n: service.grant(
-                    s, m, 3, idempotency_key=f"{m}:{n}", lifetime_days=1
+                partial(
+                    service.grant,
+                    member_id=m,
+                    amount=3,
+                    idempotency_key=f"{m}:{n}",
+                    lifetime_days=1,
                 ),
             )
     await advance_clock(runtime, 2)
@@ -137,15 +144,19 @@ async def test_settlement_racing_spends_never_double_counts(
     for m in members:
         await run(
             runtime,
-            lambda s, m=m: service.grant(s, m, 10, idempotency_key=f"a{m}", lifetime_days=1),
+            partial(
+                service.grant, member_id=m, amount=10, idempotency_key=f"a{m}", lifetime_days=1
+            ),
         )
         await run(
             runtime,
-            lambda s, m=m: service.grant(s, m, 10, idempotency_key=f"b{m}", lifetime_days=60),
+            partial(
+                service.grant, member_id=m, amount=10, idempotency_key=f"b{m}", lifetime_days=60
+            ),
         )
     await advance_clock(runtime, 2)  # the first lot of each member is due, the second is not
     ops: list[Callable[[AsyncSession], Awaitable[Any]]] = [
-        (lambda s, m=m: service.spend(s, m, 10, idempotency_key=f"s{m}")) for m in members
+        partial(service.spend, member_id=m, amount=10, idempotency_key=f"s{m}") for m in members
     ]
     ops += [lambda s: service.settle_expirations(s, batch_size=3)] * 2
     results = await all_at_once(engine, ops)
@@ -157,11 +168,15 @@ async def test_settlement_racing_spends_never_double_counts(
 async def test_opposite_transfers_do_not_deadlock(runtime: Runtime, engine: AsyncEngine) -> None:
     members = await create_members(runtime, 4)
     for m in members:
-        await run(runtime, lambda s, m=m: service.grant(s, m, 1000, idempotency_key=f"g{m}"))
+        await run(
+            runtime, partial(service.grant, member_id=m, amount=1000, idempotency_key=f"g{m}")
+        )
     rng = random.Random(7)
     pairs = [rng.sample(members, 2) for _ in range(40)]
     ops = [
-        (lambda s, a=a, b=b, n=n: service.transfer(s, a, b, 3, idempotency_key=f"t{n}"))
+        partial(
+            service.transfer, from_member_id=a, to_member_id=b, amount=3, idempotency_key=f"t{n}"
+        )
         for n, (a, b) in enumerate(pairs)
     ]
     results = await all_at_once(engine, ops)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from sqlalchemy import text
 
@@ -116,7 +117,9 @@ async def test_history_is_newest_first_with_keyset_cursor(runtime: Runtime) -> N
     for n in range(5):
         await run(
             runtime,
-            lambda s, n=n: service.grant(s, member, n + 1, idempotency_key=f"h{n}", memo=f"#{n}"),
+            partial(
+                service.grant, member_id=member, amount=n + 1, idempotency_key=f"h{n}", memo=f"#{n}"
+            ),
         )
     await run(runtime, lambda s: service.spend(s, member, 3, idempotency_key="sp"))
     async with runtime.transaction() as session:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from sqlalchemy import text
 
@@ -17,8 +18,12 @@ async def test_settlement_expires_remainders_in_batches(runtime: Runtime) -> Non
         for n in range(4):
             await run(
                 runtime,
-                lambda s, m=m, n=n: service.grant(
-                    s, m, 10, idempotency_key=f"{m}-{n}", lifetime_days=5 if n < 3 else 50
+                partial(
+                    service.grant,
+                    member_id=m,
+                    amount=10,
+                    idempotency_key=f"{m}-{n}",
+                    lifetime_days=5 if n < 3 else 50,
                 ),
             )
     await run(runtime, lambda s: service.spend(s, members[0], 15, idempotency_key="s"))

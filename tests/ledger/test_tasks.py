@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,8 @@ async def test_runner_commits_batch_by_batch(runtime: Runtime) -> None:
     members = await create_members(runtime, 5)
     for m in members:
         await run(
-            runtime, lambda s, m=m: service.grant(s, m, 2, idempotency_key=f"g{m}", lifetime_days=1)
+            runtime,
+            partial(service.grant, member_id=m, amount=2, idempotency_key=f"g{m}", lifetime_days=1),
         )
     await advance_clock(runtime, 2)
     result = await tasks.run_settle_expirations(runtime, batch_size=2)
