@@ -18,19 +18,29 @@ Redeeming
    queues on that lock, so two concurrent redemptions cannot both see the last unit of the
    allowance;
 6. ONE statement that records the member's activity (``members.service.touch``'s rule),
-   decrements stock atomically (``stock = stock - q WHERE stock >= q``; the item row is
-   locked only here, at the very end, so a hot item's lock is held for one statement and
-   the commit), claims a coupon code (``FOR UPDATE SKIP LOCKED``: concurrent redemptions
-   never wait for each other's code and never get the same one), and inserts the redemption
-   and its lottery tickets.
+   claims a coupon code (``FOR UPDATE SKIP LOCKED``: concurrent redemptions never wait for
+   each other's code and never get the same one), and inserts the redemption and its lottery
+   tickets;
+7. at COMMIT, the deferred constraint trigger ``redemptions_take_stock`` (migration 0006)
+   decrements stock atomically: ``UPDATE .. SET stock = stock - q WHERE stock >= q AND
+   drawn_at IS NULL``, or fails the commit (SQLSTATE ``QL410``: out of stock, ``QL411``:
+   lottery drawn; :func:`refusal_at_commit` maps them). Unlimited items are not touched.
 
-Any refusal raises ``DomainError``; the caller rolls back, so a failure writes nothing (not
-even the spend of step 4). Lock order, everywhere in this module: the member's points account
-first (the spend, or the reversal of a cancel), then the member row and the catalogue item,
-then the redemption and its coupon code. Step 6 takes the member row and the item in one
-statement, in no fixed order, which is safe: any other transaction that needs both already
-holds the same points account, so it queues there first. ``cancel`` follows the same order
-and the lottery draw starts at the item, so none of them can deadlock with another.
+Why at commit: a row lock lasts until the transaction ends. Taken by a statement, a popular
+item's lock would also span the statement's answer travelling to the API process, that
+process finding time to run, and the COMMIT travelling back, and every other redemption of
+the item would queue behind that (on a busy machine: milliseconds each). Taken inside COMMIT,
+it lasts for the trigger and the commit's own flush. It is still the same transaction: a
+refused commit rolls everything back, the spend included. So a caller of :func:`redeem` must
+expect ``OUT_OF_STOCK`` (or ``NOT_ELIGIBLE`` for a lottery drawn meanwhile) from the commit;
+the stock read in step 3 refuses early in the common case.
+
+Any refusal raises ``DomainError`` (or fails the commit, above); the caller rolls back, so a
+failure writes nothing (not even the spend of step 4). Lock order, everywhere in this module:
+the member's points account first (the spend, or the reversal of a cancel), then the member
+row, then the catalogue item (at commit), then the redemption and its coupon code. ``cancel``
+follows the same order and the lottery draw starts at the item, so none of them can deadlock
+with another.
 
 Rules
 -----
@@ -419,30 +429,26 @@ WHERE member_id = $1 AND item_id = $2 AND status <> 'CANCELLED'
 """
 
 # $1 member, $2 item, $3 key, $4 quantity, $5 total cost, $6 input hash, $7 spend tx,
-# $8 lock the item (limited stock or lottery), $9 coupon, $10 lottery, $11 now.
+# $8 coupon, $9 lottery, $10 now. Stock is taken at commit by the redemptions_take_stock
+# trigger (see the module docstring).
 # ``touched`` is members.service.touch's rule (last activity only moves forward), sent with
 # the rest rather than as its own ORM statement: on this path that statement cost more client
 # CPU than everything else together (quests/events.py does the same for events).
 _WRITE = """
 WITH touched AS (
-    UPDATE members SET last_active_at = $11
-    WHERE id = $1 AND (last_active_at IS NULL OR last_active_at < $11)
+    UPDATE members SET last_active_at = $10
+    WHERE id = $1 AND (last_active_at IS NULL OR last_active_at < $10)
     RETURNING 1
-), item AS (
-    UPDATE catalog_items SET stock = stock - $4::int
-    WHERE $8::boolean AND id = $2 AND (stock IS NULL OR stock >= $4::int) AND drawn_at IS NULL
-    RETURNING id
 ), code AS (
     SELECT id FROM coupon_codes
-    WHERE $9::boolean AND item_id = $2 AND redemption_id IS NULL
+    WHERE $8::boolean AND item_id = $2 AND redemption_id IS NULL
     ORDER BY id LIMIT 1
     FOR UPDATE SKIP LOCKED
 ), r AS (
     INSERT INTO redemptions (member_id, item_id, quantity, cost, idempotency_key, input_hash,
                              spend_transaction_id)
     SELECT $1, $2, $4::int, $5, $3, $6, $7
-    WHERE (NOT $8::boolean OR EXISTS (SELECT 1 FROM item))
-      AND (NOT $9::boolean OR EXISTS (SELECT 1 FROM code))
+    WHERE NOT $8::boolean OR EXISTS (SELECT 1 FROM code)
     RETURNING id, created_at
 ), assigned AS (
     UPDATE coupon_codes c SET redemption_id = r.id, assigned_at = r.created_at
@@ -450,12 +456,31 @@ WITH touched AS (
     RETURNING c.code
 ), entries AS (
     INSERT INTO lottery_entries (item_id, redemption_id, member_id)
-    SELECT $2, r.id, $1 FROM r, generate_series(1, $4::int) WHERE $10::boolean
+    SELECT $2, r.id, $1 FROM r, generate_series(1, $4::int) WHERE $9::boolean
 )
-SELECT (SELECT count(*) FROM item) AS item_ok, (SELECT count(*) FROM code) AS code_ok,
-       r.id, r.created_at, (SELECT a.code FROM assigned a) AS code
+SELECT r.id, r.created_at, (SELECT a.code FROM assigned a) AS code
 FROM (SELECT 1) AS one LEFT JOIN r ON true
 """
+
+OUT_OF_STOCK_SQLSTATE = "QL410"
+LOTTERY_DRAWN_SQLSTATE = "QL411"
+
+
+def refusal_at_commit(error: BaseException) -> DomainError | None:
+    """The domain refusal behind a failed COMMIT of a redemption (the stock trigger), if that
+    is what it was; None for any other failure. Looks through SQLAlchemy's wrapping."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        state = getattr(current, "sqlstate", None)
+        if state == OUT_OF_STOCK_SQLSTATE:
+            return _refuse(ErrorCode.OUT_OF_STOCK, "not enough stock left", "itemKey")
+        if state == LOTTERY_DRAWN_SQLSTATE:
+            return _refuse(ErrorCode.NOT_ELIGIBLE, "this lottery has been drawn", "itemKey")
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return None
 
 
 def _refuse(code: ErrorCode, message: str, field: str | None = None) -> DomainError:
@@ -482,7 +507,9 @@ async def redeem(
     idempotency_key: str,
     now: datetime | None = None,
 ) -> RedeemOutcome:
-    """Redeem ``quantity`` units of ``item_key`` for the member (see the module docstring)."""
+    """Redeem ``quantity`` units of ``item_key`` for the member (see the module docstring).
+    The stock is taken when the caller commits, and the commit may refuse it: map the error
+    with :func:`refusal_at_commit`."""
     if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= MAX_KEY_LENGTH:
         raise invalid("idempotencyKey must be 1 to 255 characters", "idempotencyKey")
     if not _whole(quantity) or quantity < 1:
@@ -554,7 +581,6 @@ async def redeem(
         if used + quantity > limit:
             raise _refuse(ErrorCode.LIMIT_REACHED, f"at most {limit} per member", "quantity")
 
-    lock_item = found["stock"] is not None or kind == "LOTTERY"
     written = await conn.fetchrow(
         _WRITE,
         member_id,
@@ -564,19 +590,11 @@ async def redeem(
         total,
         digest,
         posted.transaction_id,
-        lock_item,
         kind == "COUPON",
         kind == "LOTTERY",
         moment,
     )
     if written["id"] is None:
-        if lock_item and not written["item_ok"]:
-            drawn = await conn.fetchval(
-                "SELECT drawn_at IS NOT NULL FROM catalog_items WHERE id = $1", item_id
-            )
-            if drawn:
-                raise _refuse(ErrorCode.NOT_ELIGIBLE, "this lottery has been drawn", "itemKey")
-            raise _refuse(ErrorCode.OUT_OF_STOCK, "not enough stock left", "itemKey")
         raise _refuse(ErrorCode.OUT_OF_STOCK, "no coupon codes left", "itemKey")
     redemption = RedemptionRow(
         id=written["id"],
@@ -823,8 +841,9 @@ async def draw_lottery(
         raise invalid(f"winners must be between 1 and {lottery.MAX_WINNERS}", "winners")
     moment = now or datetime.now(UTC)
     conn = await driver(session)
-    # The item row lock first: a redemption inserting tickets holds it until it commits, so
-    # once we have it, every ticket sold is visible and no new one can arrive.
+    # The item row lock first. A redemption takes it too, inside its COMMIT (the stock
+    # trigger), so once we have it every committed ticket is visible, and a redemption still
+    # committing waits for us, then finds ``drawn_at`` set and fails: no ticket arrives late.
     item = await conn.fetchrow(
         "SELECT id, kind, drawn_at FROM catalog_items WHERE key = $1 FOR UPDATE", item_key
     )

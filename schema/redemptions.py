@@ -14,6 +14,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info
@@ -564,9 +565,16 @@ class RedemptionMutations:
             )
             return RedeemPayload(redemption=redemption_from_row(outcome.redemption), errors=[])
 
-        return await run_in_transaction(
-            info, work, lambda errors: RedeemPayload(redemption=None, errors=errors)
-        )
+        def failed(errors: list[UserError]) -> RedeemPayload:
+            return RedeemPayload(redemption=None, errors=errors)
+
+        try:
+            return await run_in_transaction(info, work, failed)
+        except DBAPIError as error:  # the stock is taken by the commit, which may refuse it
+            refusal = service.refusal_at_commit(error)
+            if refusal is None:
+                raise
+            return failed([UserError.from_domain(refusal)])
 
     @strawberry.mutation(
         permission_classes=[IsAuthenticated],

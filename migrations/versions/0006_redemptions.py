@@ -1,5 +1,9 @@
 """Redemption catalogue: items, coupon codes, redemptions, lottery entries and draws.
 
+Stock is taken by a deferred constraint trigger on ``redemptions`` (see redemptions/service.py
+for why): it runs inside COMMIT, so a popular item's row is locked only for the trigger and
+the commit itself, never across a round trip to the API process.
+
 Revision ID: 0006
 Revises: 0003
 """
@@ -17,6 +21,36 @@ depends_on: str | Sequence[str] | None = None
 
 def _created_at(name: str = "created_at") -> sa.Column:
     return sa.Column(name, sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False)
+
+
+# SQLSTATEs the trigger raises at commit; redemptions.service maps them to error codes.
+TAKE_STOCK = r"""
+CREATE OR REPLACE FUNCTION redemptions_take_stock() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_kind text;
+    v_stock bigint;
+BEGIN
+    SELECT kind, stock INTO v_kind, v_stock FROM catalog_items WHERE id = NEW.item_id;
+    IF v_stock IS NULL AND v_kind <> 'LOTTERY' THEN
+        RETURN NULL;  -- unlimited: the item row is not touched at all
+    END IF;
+    UPDATE catalog_items SET stock = stock - NEW.quantity
+    WHERE id = NEW.item_id AND (stock IS NULL OR stock >= NEW.quantity) AND drawn_at IS NULL;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT 1 FROM catalog_items WHERE id = NEW.item_id AND drawn_at IS NOT NULL)
+        THEN
+            RAISE EXCEPTION 'lottery % has been drawn', NEW.item_id USING ERRCODE = 'QL411';
+        END IF;
+        RAISE EXCEPTION 'item % is out of stock', NEW.item_id USING ERRCODE = 'QL410';
+    END IF;
+    RETURN NULL;
+END $$
+"""
+TAKE_STOCK_TRIGGER = """
+CREATE CONSTRAINT TRIGGER redemptions_take_stock AFTER INSERT ON redemptions
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION redemptions_take_stock()
+"""
 
 
 def upgrade() -> None:
@@ -100,6 +134,8 @@ def upgrade() -> None:
             "member_id", "idempotency_key", name="uq_redemptions_member_id_idempotency_key"
         ),
     )
+    op.execute(TAKE_STOCK)
+    op.execute(TAKE_STOCK_TRIGGER)
     op.create_index("ix_redemptions_member_id_id", "redemptions", ["member_id", "id"])
     op.create_index("ix_redemptions_item_id_id", "redemptions", ["item_id", "id"])
     op.create_index("ix_redemptions_status_id", "redemptions", ["status", "id"])
@@ -176,5 +212,7 @@ def downgrade() -> None:
     op.drop_table("lottery_draws")
     op.drop_table("lottery_entries")
     op.drop_table("coupon_codes")
+    op.execute("DROP TRIGGER IF EXISTS redemptions_take_stock ON redemptions")
+    op.execute("DROP FUNCTION IF EXISTS redemptions_take_stock()")
     op.drop_table("redemptions")
     op.drop_table("catalog_items")

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import insert, text
+from sqlalchemy.exc import DBAPIError
 
 from ledger import service as ledger
 from members.models import Member
@@ -84,7 +85,8 @@ async def redeem(
     quantity: int = 1,
     now: datetime | None = None,
 ) -> RedeemOutcome | DomainError:
-    """One redemption in its own transaction; returns the outcome or the refusal."""
+    """One redemption in its own transaction; returns the outcome or the refusal (including
+    one from the commit: the stock is taken there)."""
     try:
         async with runtime.transaction() as session:
             return await service.redeem(
@@ -97,6 +99,11 @@ async def redeem(
             )
     except DomainError as error:
         return error
+    except DBAPIError as error:
+        refusal = service.refusal_at_commit(error)
+        if refusal is None:
+            raise
+        return refusal
 
 
 async def in_transaction(runtime: Runtime, op: Callable[[Any], Awaitable[T]]) -> T | DomainError:
