@@ -20,6 +20,7 @@ from strawberry.tools import merge_types
 
 from schema.badges import BadgeMutations, BadgeQueries
 from schema.campaigns import CampaignMutations, CampaignQueries
+from schema.cost import QueryCostLimiter, cost_limit_rule
 from schema.errors import should_mask_error
 from schema.extensions import CloseRequestResources
 from schema.leaderboards import LeaderboardMutations, LeaderboardQueries
@@ -29,6 +30,7 @@ from schema.program import ProgramMutations, ProgramQueries
 from schema.quests import QuestMutations, QuestQueries
 from schema.redemptions import RedemptionMutations, RedemptionQueries
 from schema.subscriptions import Subscription
+from schema.webhooks import WebhookMutations, WebhookQueries
 from server.settings import Settings, get_settings
 
 QUERIES: tuple[type, ...] = (
@@ -40,6 +42,7 @@ QUERIES: tuple[type, ...] = (
     CampaignQueries,
     RedemptionQueries,
     LeaderboardQueries,
+    WebhookQueries,
 )
 MUTATIONS: tuple[type, ...] = (
     MemberMutations,
@@ -50,6 +53,7 @@ MUTATIONS: tuple[type, ...] = (
     CampaignMutations,
     RedemptionMutations,
     LeaderboardMutations,
+    WebhookMutations,
 )
 
 Query = merge_types("Query", QUERIES)
@@ -64,6 +68,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     limit_rules = [
         *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+        cost_limit_rule(settings.max_query_cost),
     ]
     return strawberry.Schema(
         query=Query,
@@ -72,6 +77,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         extensions=[
             lambda: AddValidationRules(limit_rules),
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+            lambda: QueryCostLimiter(max_cost=settings.max_query_cost),
             lambda: ParserCache(maxsize=1024),
             lambda: ValidationCache(maxsize=1024),
             lambda: MaskErrors(should_mask_error=should_mask_error),

