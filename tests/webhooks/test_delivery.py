@@ -293,3 +293,25 @@ async def test_end_to_end_through_a_worker_process(runtime: Runtime, api: Any) -
     assert received[1].event["data"]["amount"] == 42
     (row,) = await deliveries(runtime)
     assert (row["status"], row["attempts"]) == ("delivered", 2)
+
+
+async def test_prune_keeps_what_is_pending(runtime: Runtime) -> None:
+    from webhooks.tasks import run_prune
+
+    await subscribe(runtime, "http://127.0.0.1:9/hooks", ["points.earned"])
+    await _member_with_grants(runtime, 3)
+    first, second, third = [r["id"] for r in await deliveries(runtime)]
+    async with runtime.transaction() as session:
+        await session.execute(
+            text(
+                "UPDATE webhook_deliveries SET status = CASE id WHEN :a THEN 'delivered'"
+                " WHEN :b THEN 'failed' ELSE 'pending' END"
+            ),
+            {"a": first, "b": second},
+        )
+        await session.execute(
+            text("UPDATE webhook_events SET created_at = now() - interval '40 days'")
+        )
+    assert await run_prune(runtime, datetime.now(UTC), batch_size=1) == 2
+    assert [r["id"] for r in await deliveries(runtime)] == [third]  # still to be delivered
+    assert len(await outbox(runtime)) == 1
