@@ -91,6 +91,9 @@ def running_api(servers: Servers, workers: int = 2, **env: str) -> Iterator[str]
         "QUESTLINE_DATABASE_URL": servers.database_url,
         "QUESTLINE_REDIS_URL": servers.redis_url,
         "QUESTLINE_LOG_LEVEL": "WARNING",
+        # The benchmarks measure throughput: a few tokens send thousands of requests per
+        # second, far beyond the per-token rate limits a production deployment wants.
+        "QUESTLINE_RATE_LIMIT_ENABLED": "false",
         **env,
     }
     fd, log_name = tempfile.mkstemp(prefix="questline-bench-", suffix=".log")
