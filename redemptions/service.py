@@ -73,7 +73,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -88,6 +87,7 @@ from redemptions import lottery
 from redemptions.models import ITEM_KINDS, CatalogItem
 from server import signals
 from server.errors import DomainError, ErrorCode, invalid, not_found
+from server.rawsql import driver
 
 MAX_TOTAL_COST = 1_000_000_000
 MAX_KEY_LENGTH = 255
@@ -95,26 +95,6 @@ MAX_CODES_PER_CALL = 10_000
 MAX_CODE_LENGTH = 255
 MAX_QUANTITY = 1_000
 MAX_REASON_LENGTH = 1_000
-
-
-async def driver(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under ``session``, inside its transaction: the redemption path
-    sends its few statements straight to the driver (see ledger/_calls.py for the numbers).
-
-    SQLAlchemy's asyncpg adapter sends BEGIN lazily, with the first statement *it* executes;
-    a statement sent to the driver before that would run in autocommit and survive a
-    rollback. So the adapter's transaction is started here first (what its cursor does; a
-    no-op for autocommit read sessions and once the transaction has begun)."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    adapted = raw.dbapi_connection
-    if getattr(adapted, "_transaction", None) is None:
-        start = getattr(adapted, "_start_transaction", None)
-        if start is not None:
-            await start()
-        else:  # pragma: no cover - another SQLAlchemy version: let it begin on its own
-            await connection.execute(text("SELECT 1"))
-    return raw.driver_connection
 
 
 # --------------------------------------------------------------------------- catalogue
