@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -235,10 +235,12 @@ def require_active(member: HasStatus) -> None:
 
 async def touch(session: AsyncSession, member_id: int, now: datetime) -> None:
     """Record member activity (every member action calls this): ``lastActiveAt`` only ever
-    moves forward, so a late event cannot make a member look less recently active."""
-    await session.execute(
-        update(Member)
-        .where(Member.id == member_id)
-        .where((Member.last_active_at.is_(None)) | (Member.last_active_at < now))
-        .values(last_active_at=now)
+    moves forward, so a late event cannot make a member look less recently active. One raw
+    statement: it is on the path of every member action."""
+    await rawsql.execute(
+        session,
+        "UPDATE members SET last_active_at = $2 WHERE id = $1"
+        " AND (last_active_at IS NULL OR last_active_at < $2)",
+        member_id,
+        now,
     )
