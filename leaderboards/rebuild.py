@@ -194,10 +194,12 @@ async def _build(
 ) -> None:
     redis = runtime.redis
     async with runtime.engine.connect() as connection:
-        connection = await connection.execution_options(isolation_level="REPEATABLE READ")
+        # SQLAlchemy stays out of the way (autocommit); the snapshot is asyncpg's own
+        # REPEATABLE READ transaction on the same pooled connection.
+        connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
         raw = await connection.get_raw_connection()
         conn: Any = raw.driver_connection
-        async with connection.begin():
+        async with conn.transaction(isolation="repeatable_read"):
             await conn.fetchval("SELECT 1")  # the snapshot starts here (markers are set)
             settled_at = time.monotonic() + SETTLE_SECONDS
             bar = tqdm(
@@ -227,7 +229,7 @@ async def _build_key(conn: Any, redis: aioredis.Redis, target: Target, bar: tqdm
     period = target.period
     written = 0
     bar.set_postfix_str(f"{target.board.key} {period.id}", refresh=True)
-    cursor = await conn.cursor(query.sql, *query.args, prefetch=FETCH_CHUNK)
+    cursor = await conn.cursor(query.sql, *query.args)
     while rows := await cursor.fetch(FETCH_CHUNK):
         pipe = redis.pipeline(transaction=False)
         for offset in range(0, len(rows), ZADD_CHUNK):

@@ -4,6 +4,8 @@ Subscribed to ``points.credited`` (the ledger) and ``event.recorded`` (the event
 which ``server.signals`` delivers after the commit, a whole transaction's batch at once. Per
 batch: the affected period keys of every matching board are updated by ONE script call, and
 the member and board channels are published to, all in ONE pipelined round trip.
+``badge.awarded``, ``title.granted``, ``tier.changed`` and ``redemption.created/cancelled``
+only feed the members' live updates (``memberUpdates``).
 
 Redis down: the handler logs a warning and marks the boards it could not update as stale in
 PostgreSQL (``leaderboards.stale_since``); the committed data is untouched and the
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
@@ -191,10 +194,58 @@ async def on_event_recorded(batch: list[signals.Signal]) -> None:
     await _send(runtime, facts, touched, messages)
 
 
+def _member_message(topic: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The live-update message of a fact about one member (None: nothing to tell)."""
+    at = payload.get("at")
+    when = at.isoformat() if isinstance(at, datetime) else at
+    if topic == BADGE_AWARDED:
+        return {"kind": "badge", "badgeKey": payload.get("badge_key"),
+                "level": payload.get("level"), "at": when}  # fmt: skip
+    if topic == TITLE_GRANTED:
+        return {"kind": "title", "titleKey": payload.get("title_key"), "at": when}
+    if topic == TIER_CHANGED:
+        return {"kind": "tier", "toTier": payload.get("to_tier"),
+                "fromTier": payload.get("from_tier"), "reason": payload.get("reason"),
+                "at": when}  # fmt: skip
+    if topic == REDEMPTION_CREATED:  # points spent on a redemption
+        return {"kind": "balance", "currency": "points", "amount": -int(payload["cost"]),
+                "at": when}  # fmt: skip
+    if topic == REDEMPTION_CANCELLED:  # the spend is reversed: the points come back
+        return {"kind": "balance", "currency": "points", "amount": int(payload["cost"]),
+                "at": when}  # fmt: skip
+    return None
+
+
+async def on_member_fact(batch: list[signals.Signal]) -> None:
+    """Badges, titles, tier changes, redemptions: publish to the member's channel."""
+    messages = []
+    for signal in batch:
+        message = _member_message(signal.topic, signal.payload)
+        if message is not None and signal.payload.get("member_id") is not None:
+            messages.append(
+                (keys.member_channel(signal.payload["member_id"]), live.encode(message))
+            )
+    if not messages:
+        return
+    runtime = await current_runtime()
+    try:
+        await store.apply(runtime.redis, [], messages)
+    except RedisError as error:  # live updates are best effort; nothing to repair
+        log.warning("live updates not published: Redis unavailable", error=str(error))
+
+
+BADGE_AWARDED, TITLE_GRANTED, TIER_CHANGED = "badge.awarded", "title.granted", "tier.changed"
+REDEMPTION_CREATED, REDEMPTION_CANCELLED = "redemption.created", "redemption.cancelled"
+MEMBER_TOPICS = (BADGE_AWARDED, TITLE_GRANTED, TIER_CHANGED, REDEMPTION_CREATED,
+                 REDEMPTION_CANCELLED)  # fmt: skip
+
+
 def install() -> None:
     """Subscribe the handlers (idempotent); done when this module is imported."""
     signals.subscribe(CREDITED, on_points_credited)
     signals.subscribe(EVENT_RECORDED, on_event_recorded)
+    for topic in MEMBER_TOPICS:
+        signals.subscribe(topic, on_member_fact)
 
 
 install()

@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -29,8 +28,6 @@ from leaderboards import keys
 from leaderboards.live import hub_for
 from ledger.service import balances
 from members.models import Member as MemberModel
-from members.models import Tier as TierModel
-from quests.models import Event as EventModel
 from quests.models import Quest as QuestModel
 from quests.models import QuestProgress as ProgressModel
 from schema.context import Context
@@ -69,93 +66,63 @@ class MemberUpdate:
     tier_key: str | None = strawberry.field(default=None, description="TIER: the new tier.")
 
 
-@dataclass
-class _Watch:
-    member_id: int
-    tier_id: int | None
-
-
-async def _tier_update(runtime: Runtime, watch: _Watch, at: datetime) -> MemberUpdate | None:
+async def _balance(runtime: Runtime, member_id: int, currency: str) -> int:
     async with runtime.read_sessionmaker() as session:
-        tier_id = await session.scalar(
-            select(MemberModel.tier_id).where(MemberModel.id == watch.member_id)
-        )
-        if tier_id == watch.tier_id:
-            return None
-        watch.tier_id = tier_id
-        key = None
-        if tier_id is not None:
-            key = await session.scalar(select(TierModel.key).where(TierModel.id == tier_id))
-    return MemberUpdate(kind=MemberUpdateKind.TIER, at=at, tier_key=key)
+        return (await balances(session, member_id, currency)).available
 
 
-async def _credit_updates(
-    runtime: Runtime, watch: _Watch, message: dict[str, Any]
+async def _completed_quests(
+    runtime: Runtime, member_id: int, message: dict[str, Any]
 ) -> list[MemberUpdate]:
     at = datetime.fromisoformat(message["at"])
-    async with runtime.read_sessionmaker() as session:
-        now = await balances(session, watch.member_id, message["currency"])
-    updates = [
-        MemberUpdate(
-            kind=MemberUpdateKind.BALANCE,
-            at=at,
-            currency=message["currency"],
-            amount=message["amount"],
-            balance=now.available,
-            transaction_id=strawberry.ID(str(message["transactionId"])),
-        )
-    ]
-    if message["currency"] == "xp" and (tier := await _tier_update(runtime, watch, at)):
-        updates.append(tier)
-    return updates
-
-
-async def _event_updates(
-    runtime: Runtime, watch: _Watch, message: dict[str, Any]
-) -> list[MemberUpdate]:
-    at = datetime.fromisoformat(message["at"])
-    updates: list[MemberUpdate] = []
     async with runtime.read_sessionmaker() as session:
         quests = await session.scalars(
             select(QuestModel.key)
             .join(ProgressModel, ProgressModel.quest_id == QuestModel.id)
             .where(ProgressModel.id.in_(message["completed"]))
-            .where(ProgressModel.member_id == watch.member_id)
+            .where(ProgressModel.member_id == member_id)
             .order_by(ProgressModel.id)
         )
-        updates += [
+        return [
             MemberUpdate(kind=MemberUpdateKind.QUEST_COMPLETED, at=at, quest_key=key)
             for key in quests
         ]
-        result = await session.scalar(
-            select(EventModel.result).where(
-                EventModel.id == message["eventId"], EventModel.member_id == watch.member_id
-            )
-        )
-        for award in (result or {}).get("awarded", []):
-            if award.get("kind") == "BADGE":
-                updates.append(
-                    MemberUpdate(
-                        kind=MemberUpdateKind.BADGE,
-                        at=at,
-                        badge_key=award.get("key"),
-                        level=award.get("amount"),
-                    )
-                )
-            elif award.get("kind") == "TITLE":
-                updates.append(
-                    MemberUpdate(kind=MemberUpdateKind.TITLE, at=at, title_key=award.get("key"))
-                )
-    return updates
 
 
 async def member_updates_for(
-    runtime: Runtime, watch: _Watch, message: dict[str, Any]
+    runtime: Runtime, member_id: int, message: dict[str, Any]
 ) -> list[MemberUpdate]:
-    if message.get("kind") == "credit":
-        return await _credit_updates(runtime, watch, message)
-    if message.get("kind") == "event":
-        return await _event_updates(runtime, watch, message)
+    """What one live message (``leaderboards.live``) means for the member's client."""
+    kind = message.get("kind")
+    at = datetime.fromisoformat(message["at"]) if message.get("at") else datetime.now(UTC)
+    if kind in ("credit", "balance"):
+        currency = message["currency"]
+        transaction = message.get("transactionId")
+        return [
+            MemberUpdate(
+                kind=MemberUpdateKind.BALANCE,
+                at=at,
+                currency=currency,
+                amount=message.get("amount"),
+                balance=await _balance(runtime, member_id, currency),
+                transaction_id=strawberry.ID(str(transaction)) if transaction else None,
+            )
+        ]
+    if kind == "event":
+        return await _completed_quests(runtime, member_id, message)
+    if kind == "badge":
+        return [
+            MemberUpdate(
+                kind=MemberUpdateKind.BADGE,
+                at=at,
+                badge_key=message.get("badgeKey"),
+                level=message.get("level"),
+            )
+        ]
+    if kind == "title":
+        return [MemberUpdate(kind=MemberUpdateKind.TITLE, at=at, title_key=message.get("titleKey"))]
+    if kind == "tier":
+        return [MemberUpdate(kind=MemberUpdateKind.TIER, at=at, tier_key=message.get("toTier"))]
     return []
 
 
@@ -178,20 +145,15 @@ class Subscription:
         external_id = require_member_external_id(info)
         runtime: Runtime = info.context.runtime
         async with runtime.read_sessionmaker() as session:
-            found = (
-                await session.execute(
-                    select(MemberModel.id, MemberModel.tier_id).where(
-                        MemberModel.external_id == external_id
-                    )
-                )
-            ).first()
-        if found is None:
+            member_id = await session.scalar(
+                select(MemberModel.id).where(MemberModel.external_id == external_id)
+            )
+        if member_id is None:
             raise ClientError(f"no member with externalId {external_id!r}", "NOT_FOUND")
-        watch = _Watch(found.id, found.tier_id)
-        async with _listening(runtime, keys.member_channel(watch.member_id)) as queue:
+        async with _listening(runtime, keys.member_channel(member_id)) as queue:
             while True:
                 message = await queue.get()
-                for update in await member_updates_for(runtime, watch, message):
+                for update in await member_updates_for(runtime, member_id, message):
                     yield update
 
     @strawberry.subscription(
