@@ -7,13 +7,13 @@ test's own) runs ``ledger.settle_expirations``, which commits one batch at a tim
 To crash it at a known point rather than by luck, the test holds a row lock on the account of
 one member whose lots fall in the third batch: the worker commits two batches, then blocks
 inside the third. That is when the whole worker (the ``questline worker`` supervisor,
-Dramatiq's main process and its worker process) gets SIGKILL. PostgreSQL is left to notice on
-its own that the client is gone, as after a real crash.
+Dramatiq's main process and its worker process) gets SIGKILL.
 
-The lock is then released and a new worker runs the same job again at once (as the hourly
-schedule would), racing whatever the dead worker's session still does. Every lot must end with
-exactly one ``expire`` transaction keyed ``expire:lot:<id>``, moving exactly its amount to the
-expired account; ``ledger verify`` runs after the test (conftest).
+The lock is then released: the dead worker's session finishes its statement but, its client
+gone, never commits; PostgreSQL ends it and the batch in flight leaves nothing behind (a crash
+loses at most that batch). A new worker then runs the same job again (as the hourly schedule
+would). Every lot must end with exactly one ``expire`` transaction keyed ``expire:lot:<id>``,
+moving exactly its amount to the expired account; ``ledger verify`` runs after the test.
 """
 
 from __future__ import annotations
@@ -180,15 +180,30 @@ async def test_a_worker_killed_mid_settlement_expires_every_lot_exactly_once(
                 await wait_for(
                     "two committed batches and a blocked third", stuck_in_third_batch, first
                 )
+                orphans = [
+                    r["pid"]
+                    for r in await conn.fetch(
+                        "SELECT pid FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                ]
                 kill_tree(first.process.pid)  # kill -9, the whole worker at once
                 assert first.process.wait(5) is not None
             finally:
                 first.stop()
 
             assert await expired_so_far(conn) == 2 * BATCH
-            # Let go of the lock and start the second run at once: it races whatever the dead
-            # worker's session still does (PostgreSQL has not noticed the death yet).
-            await blocker_tx.rollback()
+            await blocker_tx.rollback()  # the dead worker's statement now gets its lock ...
+
+            async def orphans_gone() -> bool:
+                alive = await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", orphans
+                )
+                return int(alive) == 0
+
+            await wait_for("PostgreSQL to end the dead worker's session", orphans_gone)
+            # ... but its transaction can never commit: the batch in flight left nothing.
+            assert await expired_so_far(conn) == 2 * BATCH
 
             second = start_worker(workdir, own_redis.url, "worker-2")
             try:
