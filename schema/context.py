@@ -33,6 +33,7 @@ class Context:
     _loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict)
     _read_session: AsyncSession | None = None
     _read_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _read_interrupted: bool = False
 
     def loader(self, name: str, factory: Callable[[Context], LoaderT]) -> LoaderT:
         """The request's DataLoader called ``name``, created on first use."""
@@ -47,7 +48,13 @@ class Context:
         async with self._read_lock:
             if self._read_session is None:
                 self._read_session = self.runtime.read_sessionmaker()
-            yield self._read_session
+            try:
+                yield self._read_session
+            except asyncio.CancelledError:
+                # A field error elsewhere can cancel this resolver in the middle of a query:
+                # its connection is then mid-protocol and must not go back to the pool.
+                self._read_interrupted = True
+                raise
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -57,6 +64,13 @@ class Context:
         self._loaders.clear()  # objects loaded before the write may be stale now
 
     async def close(self) -> None:
-        if self._read_session is not None:
-            await self._read_session.close()
-            self._read_session = None
+        """Return the read session's connection once no resolver uses it; a connection whose
+        query was interrupted is discarded instead (handed back mid-query it would keep its
+        snapshot and locks in the pool)."""
+        async with self._read_lock:
+            if self._read_session is not None:
+                if self._read_interrupted:
+                    await self._read_session.invalidate()  # discard the connection
+                else:
+                    await self._read_session.close()
+                self._read_session = None

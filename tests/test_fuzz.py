@@ -190,9 +190,9 @@ async def tokens_and_world(api: GraphQLClient, runtime: Runtime) -> dict[str, st
     }
 
 
-# Off until test_a_field_error_leaves_no_query_in_flight passes (a known leak would make every
-# later example fail); then switch it on, so the fuzz pass checks for such leaks everywhere.
-CHECK_CONNECTION_LEAKS = False
+# Every fuzz example also checks that no connection was left inside a transaction or a query
+# (see test_a_field_error_leaves_no_query_in_flight for the leak this catches).
+CHECK_CONNECTION_LEAKS = True
 
 
 @pytest.fixture(autouse=True)
@@ -278,12 +278,6 @@ async def test_invalid_operations_get_clear_errors(
     await send_and_check(api, runtime, (await tokens_for(api, runtime))[role], query)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a field error that ends the operation while a sibling DataLoader query is in "
-    "flight leaves that pooled connection mid-query (state active/ClientRead), holding its "
-    "locks until the connection is next used: DDL (migrations, TRUNCATE) waits behind it",
-)
 async def test_a_field_error_leaves_no_query_in_flight(
     api: GraphQLClient, runtime: Runtime
 ) -> None:
