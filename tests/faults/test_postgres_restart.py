@@ -133,6 +133,9 @@ async def client(http: httpx.AsyncClient, token: str, traffic: Traffic, stop: as
         else:
             errors = body.get("errors") or (payload or {}).get("errors") or []
             assert errors and all(e.get("message") for e in errors), body
+            # a client can tell "retry later" from a bug: the outage has its own code
+            codes = {(e.get("extensions") or {}).get("code") or e.get("code") for e in errors}
+            assert codes == {"UNAVAILABLE"}, body
             traffic.refused.append(key)
             await asyncio.sleep(0.05)  # a real client backs off too
 
