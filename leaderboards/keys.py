@@ -15,12 +15,15 @@ second deployment can share a Redis without touching anyone else's keys.
 
 from __future__ import annotations
 
+import functools
 import os
 
 DEFAULT_PREFIX = "ql:lb:"
 
 
+@functools.cache
 def prefix() -> str:
+    """Read once per process (set the variable before the first use)."""
     return os.environ.get("QUESTLINE_LEADERBOARD_PREFIX") or DEFAULT_PREFIX
 
 

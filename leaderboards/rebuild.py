@@ -47,6 +47,7 @@ from leaderboards.service import (
     BoardDef,
     active_boards,
     expire_at,
+    forget_windows,
     is_live,
     program_timezone,
 )
@@ -139,6 +140,7 @@ async def rebuild(
     except BaseException:
         await _unmark(redis, targets)
         raise
+    forget_windows()
     if board_key is None:
         await redis.set(keys.built_key(), now.isoformat())
     async with runtime.transaction() as session:

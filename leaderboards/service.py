@@ -28,9 +28,11 @@ the final standings to PostgreSQL before that, and closed periods are read from 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -265,15 +267,39 @@ async def active_boards(session: AsyncSession, *, fresh: bool = False) -> list[B
     return [board for board in await all_boards(session, fresh=fresh) if board.active]
 
 
-async def require_board(session: AsyncSession, key: str) -> BoardDef:
-    for board in await all_boards(session):
+Reader = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+"""Opens a read session on demand (``Context.reading``, ``Runtime.read_sessionmaker``): the hot
+read paths only open one when a cache misses."""
+
+
+async def boards_for_reading(reading: Reader) -> tuple[BoardDef, ...]:
+    cached = _boards_cache.get("all")
+    if cached is not None:
+        return cached
+    async with reading() as session:
+        return await all_boards(session)
+
+
+async def require_board(reading: Reader, key: str) -> BoardDef:
+    for board in await boards_for_reading(reading):
         if board.key == key and board.active:
             return board
     raise not_found(f"no leaderboard {key!r}", "key")
 
 
+_timezone_cache: TTLCache[str, str] = TTLCache(seconds=CACHE_SECONDS)
+
+
 async def program_timezone(session: AsyncSession) -> str:
     return (await get_program(session)).timezone
+
+
+async def timezone_for_reading(reading: Reader) -> str:
+    cached = _timezone_cache.get("timezone")
+    if cached is not None:
+        return cached
+    async with reading() as session:
+        return _timezone_cache.put("timezone", await program_timezone(session))
 
 
 # ---- hidden members -------------------------------------------------------------------------
@@ -346,6 +372,20 @@ class Standings:
     me: Entry | None = None
 
 
+# The top rows of a board, the same for every caller, are kept for a fraction of a second per
+# process: a board read thousands of times a second then costs Redis a few calls a second.
+# Updates applied by this process forget them at once; another process's within the TTL.
+WINDOW_CACHE_SECONDS = float(os.environ.get("QUESTLINE_LEADERBOARD_WINDOW_CACHE_MS", "250")) / 1000
+_windows: TTLCache[tuple[str, int, tuple[int, ...]], store.Window] = TTLCache(
+    seconds=WINDOW_CACHE_SECONDS, max_entries=1000
+)
+
+
+def forget_windows() -> None:
+    """Drop the cached top rows (boards changed in this process)."""
+    _windows.clear()
+
+
 def check_first(first: int) -> int:
     if not 1 <= first <= MAX_FIRST:
         raise invalid(f"first must be between 1 and {MAX_FIRST}", "first")
@@ -353,9 +393,9 @@ def check_first(first: int) -> int:
 
 
 async def resolve_period(
-    session: AsyncSession, board: BoardDef, period_text: str | None, now: datetime
+    reading: Reader, board: BoardDef, period_text: str | None, now: datetime
 ) -> Period:
-    timezone = await program_timezone(session)
+    timezone = await timezone_for_reading(reading)
     if period_text is None:
         return board.period_at(now, timezone)
     try:
@@ -366,7 +406,7 @@ async def resolve_period(
 
 async def standings(
     runtime: Runtime,
-    session: AsyncSession,
+    reading: Reader,
     board: BoardDef,
     period: Period,
     *,
@@ -383,31 +423,38 @@ async def standings(
     now = now or clock.now()
     hidden = await hidden_members(runtime)
     if period.end is not None and period.end <= now:  # finished: closed yet?
-        closed = await session.scalar(
-            select(LeaderboardPeriod.entries).where(
-                LeaderboardPeriod.leaderboard_id == board.id,
-                LeaderboardPeriod.period_id == period.id,
+        async with reading() as session:
+            closed = await session.scalar(
+                select(LeaderboardPeriod.entries).where(
+                    LeaderboardPeriod.leaderboard_id == board.id,
+                    LeaderboardPeriod.period_id == period.id,
+                )
             )
-        )
-        if closed is not None or not is_live(period, now):
-            return await archived(
-                session, board, period, first, around_member_id, me_member_id, around_given,
-                hidden,
-            )  # fmt: skip
+            if closed is not None or not is_live(period, now):
+                return await archived(
+                    session, board, period, first, around_member_id, me_member_id,
+                    around_given, hidden,
+                )  # fmt: skip
     if around_given and around_member_id is None:
         around_member_id = -1  # not a member: the script finds no such row
-    try:
-        found = await store.window(
-            runtime.redis,
-            board.redis_key(period),
-            first=first,
-            around_member_id=around_member_id,
-            me_member_id=me_member_id,
-            hidden=hidden,
-        )
-    except RedisError as error:
-        log.warning("leaderboard read failed: Redis unavailable", error=str(error))
-        raise LeaderboardsUnavailable(str(error)) from error
+    key = board.redis_key(period)
+    shared = around_member_id is None and me_member_id is None  # the same for every caller
+    found = _windows.get((key, first, hidden)) if shared else None
+    if found is None:
+        try:
+            found = await store.window(
+                runtime.redis,
+                key,
+                first=first,
+                around_member_id=around_member_id,
+                me_member_id=me_member_id,
+                hidden=hidden,
+            )
+        except RedisError as error:
+            log.warning("leaderboard read failed: Redis unavailable", error=str(error))
+            raise LeaderboardsUnavailable(str(error)) from error
+        if shared:
+            _windows.put((key, first, hidden), found)
     return Standings(
         board,
         period,

@@ -74,8 +74,9 @@ return #KEYS
 WINDOW = LuaScript(
     """
 -- KEYS[1]: a period key. ARGV: first, around member ("" none), caller member ("" none),
--- hidden members... Returns {visible total, rank of the first row, {member, value, ...},
--- caller rank (0: none), caller value}.
+-- hidden members... Returns {visible total, rank of the first row, "member value member
+-- value ..." (one string: a reply of few elements is parsed fast), caller rank (0: none),
+-- caller value}.
 local key, first, around, me = KEYS[1], tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local hidden, hidden_ranks = {}, {}
 for i = 4, #ARGV do
@@ -118,8 +119,7 @@ if wanted and total > 0 then
   for i = 1, #found, 2 do
     if n >= first then break end
     if not hidden[found[i]] then
-      rows[#rows + 1] = found[i]
-      rows[#rows + 1] = found[i + 1]
+      rows[#rows + 1] = found[i] .. ' ' .. found[i + 1]
       n = n + 1
     end
   end
@@ -132,7 +132,7 @@ if me ~= '' and not hidden[me] then
     me_value = redis.call('ZSCORE', key, me)
   end
 end
-return {total, start + 1, rows, me_rank, me_value}
+return {total, start + 1, table.concat(rows, ' '), me_rank, me_value}
 """
 )
 
@@ -223,7 +223,8 @@ async def window(
         "" if me_member_id is None else me_member_id,
         *hidden,
     ]
-    total, first_rank, flat, me_rank, me_value = await run_script(client, WINDOW, [key], args)
+    total, first_rank, packed, me_rank, me_value = await run_script(client, WINDOW, [key], args)
+    flat = packed.split() if packed else []
     rows = []
     for offset, index in enumerate(range(0, len(flat), 2)):
         score, slot = decode(flat[index + 1])

@@ -31,9 +31,10 @@ from leaderboards.service import (
     EVENT_COUNT,
     METRIC_OF_CURRENCY,
     BoardDef,
-    active_boards,
+    boards_for_reading,
     expire_at,
-    program_timezone,
+    forget_windows,
+    timezone_for_reading,
 )
 from ledger.service import CREDITED
 from quests.events import EVENT_RECORDED
@@ -66,8 +67,9 @@ async def current_runtime() -> Runtime:
 
 
 async def _context(runtime: Runtime) -> tuple[list[BoardDef], str]:
-    async with runtime.read_sessionmaker() as session:
-        return await active_boards(session), await program_timezone(session)
+    """Active boards and the program timezone, from caches (a session only on a miss)."""
+    boards = [b for b in await boards_for_reading(runtime.read_sessionmaker) if b.active]
+    return boards, await timezone_for_reading(runtime.read_sessionmaker)
 
 
 def _fact(
@@ -100,6 +102,8 @@ async def _send(
     ]
     try:
         await store.apply(runtime.redis, facts, publish)
+        if facts:
+            forget_windows()
     except RedisError as error:
         log.warning(
             "leaderboards not updated: Redis unavailable; boards marked stale",

@@ -2,8 +2,9 @@
 
 Anyone may read a board (no token needed). An entry shows a member's public face only
 (``LeaderboardMember``: externalId, displayName, activeTitle), never the ``Member`` type,
-which carries balances and history. Member data comes through DataLoaders: one query for the
-members and one for their titles, whatever the number of rows.
+which carries balances and history. Faces come through a DataLoader (one query for a whole
+page, whatever the number of rows) behind a short per-process cache: a busy board's top ten
+costs no database work at all.
 """
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ from enum import Enum
 
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.dataloader import DataLoader
 from strawberry.types import Info
+from strawberry.types.nodes import SelectedField, Selection
 
 from leaderboards import clock
 from leaderboards import service as boards
 from leaderboards.periods import ALL_TIME_ID
-from schema.badges import Title, member_titles_loader, title_from_model
+from schema.badges import Title
 from schema.context import Context
 from schema.errors import ClientError, UserError
-from schema.members import member_by_external_id_loader, member_by_id_loader
+from schema.members import member_by_external_id_loader
 from schema.mutations import run_in_transaction
 from schema.permissions import IsAdmin
+from server import rawsql
+from server.cache import TTLCache
 
 UNAVAILABLE = "UNAVAILABLE"
 
@@ -115,24 +120,69 @@ class Leaderboard:
 
 # ---- member display data ----------------------------------------------------------------------
 
+# A member's public face on a board: one statement for a whole batch (members, and their
+# equipped, unexpired title: the same rule as ``Member.activeTitle`` in schema/badges.py).
+FACES_SQL = """
+    SELECT m.id, m.external_id, m.display_name, t.key, t.name, t.description, t.max_holders
+    FROM members m
+    LEFT JOIN member_titles mt ON mt.member_id = m.id AND mt.equipped
+                              AND (mt.expires_at IS NULL OR mt.expires_at > now())
+    LEFT JOIN titles t ON t.id = mt.title_id
+    WHERE m.id = ANY($1::bigint[])
+"""
+FACE_CACHE_SECONDS = 10.0
+
+# Boards are read far more often than names and titles change: faces are kept a few seconds
+# per process (a rename or a newly equipped title shows within FACE_CACHE_SECONDS), and an
+# externalId's member id, which never changes, longer.
+_faces: TTLCache[int, LeaderboardMember] = TTLCache(FACE_CACHE_SECONDS, max_entries=200_000)
+_member_ids: TTLCache[str, int] = TTLCache(300.0, max_entries=200_000)
+
+
+def faces_loader(ctx: Context) -> DataLoader[int, LeaderboardMember | None]:
+    """Member id -> public face, ONE query per batch whatever the number of rows."""
+
+    async def load(ids: list[int]) -> list[LeaderboardMember | None]:
+        async with ctx.reading() as session:
+            rows = await rawsql.fetch(session, FACES_SQL, ids)
+        found = {}
+        for row in rows:
+            title = None
+            if row[3] is not None:
+                title = Title(key=row[3], name=row[4], description=row[5], max_holders=row[6])
+            found[row[0]] = _faces.put(
+                row[0],
+                LeaderboardMember(external_id=row[1], display_name=row[2], active_title=title),
+            )
+        return [found.get(member_id) for member_id in ids]
+
+    return DataLoader(load_fn=load)
+
 
 async def _display(ctx: Context, entries: Sequence[boards.Entry]) -> dict[int, LeaderboardMember]:
-    ids = list(dict.fromkeys(entry.member_id for entry in entries))
-    if not ids:
-        return {}
-    people = await ctx.loader("member_by_id", member_by_id_loader).load_many(ids)
-    holdings = await ctx.loader("member_titles", member_titles_loader).load_many(ids)
     shown: dict[int, LeaderboardMember] = {}
-    for member_id, person, held in zip(ids, people, holdings, strict=True):
-        if person is None:
-            continue
-        active = next((h for h in held if h.equipped), None)
-        shown[member_id] = LeaderboardMember(
-            external_id=person.external_id,
-            display_name=person.display_name,
-            active_title=title_from_model(active.title) if active else None,
-        )
+    missing: list[int] = []
+    for entry in entries:
+        face = _faces.get(entry.member_id)
+        if face is not None:
+            shown[entry.member_id] = face
+        elif entry.member_id not in missing:
+            missing.append(entry.member_id)
+    if missing:
+        loaded = await ctx.loader("leaderboard_faces", faces_loader).load_many(missing)
+        shown.update({i: face for i, face in zip(missing, loaded, strict=True) if face})
     return shown
+
+
+async def _member_ids_of(ctx: Context, external_ids: list[str]) -> dict[str, int]:
+    ids = {name: i for name in external_ids if (i := _member_ids.get(name)) is not None}
+    missing = [name for name in external_ids if name not in ids]
+    if missing:
+        loader = ctx.loader("member_by_external_id", member_by_external_id_loader)
+        for name, member in zip(missing, await loader.load_many(missing), strict=True):
+            if member is not None:
+                ids[name] = _member_ids.put(name, member.id)
+    return ids
 
 
 def _entry(
@@ -158,37 +208,34 @@ async def build_leaderboard(
     first: int,
     around: str | None,
     period: str | None,
+    want_me: bool = True,
     now: datetime | None = None,
 ) -> Leaderboard:
     """Resolve a whole ``Leaderboard`` (entries and member data included) with ``ctx``'s
-    loaders: one Redis round trip for the ranks, two queries for the members."""
+    loaders: one Redis round trip for the ranks, at most one query for the members' faces
+    (none when they were shown in the last few seconds). ``want_me``: False when the query
+    does not ask for ``me`` (the caller's rank then costs nothing, and the top rows can come
+    from the short shared cache)."""
     now = now or clock.now()
-    async with ctx.reading() as session:
-        board = await boards.require_board(session, key)
-        shown_period = await boards.resolve_period(session, board, period, now)
+    board = await boards.require_board(ctx.reading, key)
+    shown_period = await boards.resolve_period(ctx.reading, board, period, now)
     boards.check_first(first)
     principal = ctx.principal
-    me_external = principal.external_id if principal.is_member else None
+    me_external = principal.external_id if principal.is_member and want_me else None
     lookups = [name for name in (around, me_external) if name]
-    ids: dict[str, int] = {}
-    if lookups:
-        found = await ctx.loader("member_by_external_id", member_by_external_id_loader).load_many(
-            lookups
-        )
-        ids = {name: m.id for name, m in zip(lookups, found, strict=True) if m is not None}
+    ids = await _member_ids_of(ctx, lookups) if lookups else {}
     try:
-        async with ctx.reading() as session:
-            result = await boards.standings(
-                ctx.runtime,
-                session,
-                board,
-                shown_period,
-                first=first,
-                around_member_id=ids.get(around) if around else None,
-                me_member_id=ids.get(me_external) if me_external else None,
-                around_given=around is not None,
-                now=now,
-            )
+        result = await boards.standings(
+            ctx.runtime,
+            ctx.reading,
+            board,
+            shown_period,
+            first=first,
+            around_member_id=ids.get(around) if around else None,
+            me_member_id=ids.get(me_external) if me_external else None,
+            around_given=around is not None,
+            now=now,
+        )
     except boards.LeaderboardsUnavailable:
         raise unavailable() from None
     everyone = [*result.entries, *([result.me] if result.me else [])]
@@ -210,6 +257,18 @@ async def build_leaderboard(
     )
 
 
+def _asks_for(selections: Sequence[Selection], name: str) -> bool:
+    """Whether the field's own selection (fragments included) contains ``name``."""
+    for selection in selections:
+        for child in selection.selections:
+            if isinstance(child, SelectedField):
+                if child.name == name:
+                    return True
+            elif _asks_for([child], name):
+                return True
+    return False
+
+
 @strawberry.type
 class LeaderboardQueries:
     @strawberry.field(
@@ -225,7 +284,14 @@ class LeaderboardQueries:
         around: str | None = None,
         period: str | None = None,
     ) -> Leaderboard:
-        return await build_leaderboard(info.context, key, first=first, around=around, period=period)
+        return await build_leaderboard(
+            info.context,
+            key,
+            first=first,
+            around=around,
+            period=period,
+            want_me=_asks_for(info.selected_fields, "me"),
+        )
 
     @strawberry.field(description="Every active board's definition, in key order.")
     async def leaderboards(self, info: Info) -> list[LeaderboardDefinition]:

@@ -95,11 +95,11 @@ async def standings(
 ) -> boards.Standings:
     from leaderboards import clock
 
-    async with runtime.read_sessionmaker() as session:
-        if period is None:
+    if period is None:
+        async with runtime.read_sessionmaker() as session:
             period = board.period_at(clock.now(), await boards.program_timezone(session))
-        kwargs.setdefault("first", 10)
-        return await boards.standings(runtime, session, board, period, **kwargs)
+    kwargs.setdefault("first", 10)
+    return await boards.standings(runtime, runtime.read_sessionmaker, board, period, **kwargs)
 
 
 async def redis_boards(runtime: Runtime) -> dict[str, list[Any]]:

@@ -17,7 +17,10 @@ from leaderboards import updates
 from leaderboards.rebuild import rebuild
 from leaderboards.tasks import run_maintain
 from members import service as member_service
+from schema.leaderboards import FACES_SQL
+from server import rawsql
 from server.app import create_app
+from server.cache import clear_all
 from server.runtime import Runtime
 from server.settings import Settings
 from tests.api import GraphQLClient
@@ -106,6 +109,9 @@ async def test_a_public_board_with_titles_me_and_around(
     assert mine.data["leaderboard"]["me"] == {
         "rank": 6, "score": 20, "member": {"externalId": "player-2"},
     }  # fmt: skip
+    fragment = """query { leaderboard(key: "weekly-points", first: 1) { ...Mine } }
+                  fragment Mine on Leaderboard { me { rank } }"""
+    assert (await api.as_member("player-3", fragment)).data["leaderboard"]["me"] == {"rank": 5}
     around = await api.post(BOARD, {"key": "weekly-points", "first": 3, "around": "player-1"})
     assert [e["rank"] for e in around.data["leaderboard"]["entries"]] == [5, 6, 7]
     stranger = await api.post(BOARD, {"key": "weekly-points", "around": "nobody"})
@@ -124,23 +130,21 @@ async def test_member_data_comes_in_one_batch(
     for n in range(1, 21):
         await api.register(f"c{n}")
         await grant_points(api, f"c{n}", n, f"c{n}")
-    calls: list[int] = []
-    members_by_ids = member_service.members_by_ids
-    holdings = titles.holdings_of_members
+    batches: list[int] = []
+    fetch = rawsql.fetch
 
-    async def counted_members(session: Any, ids: Any) -> Any:
-        calls.append(len(ids))
-        return await members_by_ids(session, ids)
+    async def counted(session: Any, sql: str, *args: Any) -> Any:
+        if sql == FACES_SQL:
+            batches.append(len(args[0]))
+        return await fetch(session, sql, *args)
 
-    async def counted_titles(session: Any, ids: Any, now: Any) -> Any:
-        calls.append(-len(ids))
-        return await holdings(session, ids, now)
-
-    monkeypatch.setattr(member_service, "members_by_ids", counted_members)
-    monkeypatch.setattr(titles, "holdings_of_members", counted_titles)
+    monkeypatch.setattr(rawsql, "fetch", counted)
+    clear_all()
     result = await api.post(BOARD, {"key": "crowd", "first": 20})
     assert len(result.data["leaderboard"]["entries"]) == 20
-    assert calls == [20, -20]  # one query for the members, one for their titles
+    assert batches == [20]  # one query for all twenty members and their titles
+    again = await api.post(BOARD, {"key": "crowd", "first": 20})
+    assert again.data == result.data and batches == [20]  # shown a moment ago: no query
 
 
 async def test_admin_only_definitions_and_clear_errors(api: GraphQLClient) -> None:
