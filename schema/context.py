@@ -34,6 +34,7 @@ class Context:
     _read_session: AsyncSession | None = None
     _read_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _read_interrupted: bool = False
+    _closed: bool = False
 
     def loader(self, name: str, factory: Callable[[Context], LoaderT]) -> LoaderT:
         """The request's DataLoader called ``name``, created on first use."""
@@ -45,6 +46,16 @@ class Context:
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:
         """The request's read session, for one resolver at a time."""
+        if self._closed:
+            # A DataLoader batch can still run after the operation ended (a field error ends
+            # it early): it gets a session of its own, closed right after.
+            async with self.runtime.read_sessionmaker() as session:
+                try:
+                    yield session
+                except asyncio.CancelledError:
+                    await session.invalidate()  # mid-query: never back to the pool
+                    raise
+            return
         async with self._read_lock:
             if self._read_session is None:
                 self._read_session = self.runtime.read_sessionmaker()
@@ -68,6 +79,7 @@ class Context:
         query was interrupted is discarded instead (handed back mid-query it would keep its
         snapshot and locks in the pool)."""
         async with self._read_lock:
+            self._closed = True
             if self._read_session is not None:
                 if self._read_interrupted:
                     await self._read_session.invalidate()  # discard the connection

@@ -11,7 +11,9 @@ class CloseRequestResources(SchemaExtension):
     """Close the request's read session once the operation has finished."""
 
     async def on_operation(self) -> AsyncIterator[None]:
-        yield
-        close = getattr(self.execution_context.context, "close", None)
-        if close is not None:
-            await close()
+        try:
+            yield
+        finally:  # also when the operation failed
+            close = getattr(self.execution_context.context, "close", None)
+            if close is not None:
+                await close()
