@@ -59,6 +59,9 @@ def unbind(runtime: Runtime) -> None:
 
 
 async def current_runtime() -> Runtime:
+    delivering: Runtime | None = signals.delivering_runtime()
+    if delivering is not None:  # the runtime whose transaction committed these facts
+        return delivering
     if _bound is not None:
         return _bound
     from server.broker import worker_runtime

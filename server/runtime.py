@@ -68,7 +68,7 @@ class Runtime:
                 yield session
             committed = signals.take(session)
         if committed:
-            await signals.deliver(committed)
+            await signals.deliver(committed, runtime=self)
         for hook in hooks:
             try:
                 await hook()

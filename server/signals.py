@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,7 +86,25 @@ def take(session: AsyncSession) -> list[Signal]:
     return list(session.info.pop(_PENDING, []))
 
 
-async def deliver(signals: list[Signal]) -> None:
+# The Runtime whose transaction produced the signals being delivered: handlers that need
+# the database or Redis use it (same engine, same event loop) rather than building their own.
+_delivering: ContextVar[Any] = ContextVar("questline_signals_runtime", default=None)
+
+
+def delivering_runtime() -> Any:
+    """The Runtime delivering the current batch (None outside a delivery)."""
+    return _delivering.get()
+
+
+async def deliver(signals: list[Signal], runtime: Any = None) -> None:
+    token = _delivering.set(runtime)
+    try:
+        await _deliver(signals)
+    finally:
+        _delivering.reset(token)
+
+
+async def _deliver(signals: list[Signal]) -> None:
     by_topic: dict[str, list[Signal]] = defaultdict(list)
     for signal in signals:
         by_topic[signal.topic].append(signal)
