@@ -202,6 +202,8 @@ async def test_leaderboards_say_unavailable_then_are_rebuilt_from_postgres(
 
             own_redis.stop()
             await wait_for_readiness(api, 503)
+            # Board pages are cached for 250 ms per API process: let that copy age out first.
+            await asyncio.sleep(0.3)
             await api.ok(GRANT, grant("r-alice", 50, "lb-2"))  # the board cannot hear of it
             refused = await api.call(BOARD, {"key": "r-board"})
             assert refused["data"] is None, refused
