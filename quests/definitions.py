@@ -167,14 +167,29 @@ async def upsert_quest(session: AsyncSession, data: QuestInput) -> Quest:
     return await session.get_one(Quest, quest_id, populate_existing=True)
 
 
-QUEST_DEFS_SQL = text(
-    """
-    SELECT q.*, t.rank AS min_tier_rank, t.key AS min_tier_key
-    FROM quests q LEFT JOIN tiers t ON t.id = q.min_tier_id
-    WHERE q.active
-    ORDER BY q.id
-    """
-)
+def quest_def_from_model(
+    quest: Quest, min_tier_rank: int | None = None, min_tier_key: str | None = None
+) -> QuestDef:
+    return QuestDef(
+        id=quest.id,
+        key=quest.key,
+        name=quest.name,
+        description=quest.description,
+        cadence=quest.cadence,
+        event_type=quest.event_type,
+        filter=quest.filter,
+        aggregate=quest.aggregate,
+        property=quest.property,
+        target=quest.target,
+        rewards=quest.rewards,
+        starts_at=quest.starts_at,
+        ends_at=quest.ends_at,
+        min_tier_rank=min_tier_rank,
+        min_tier_key=min_tier_key,
+        auto_claim=quest.auto_claim,
+        active=quest.active,
+    )
+
 
 _index_cache: TTLCache[str, dict[str, list[QuestDef]]] = TTLCache(seconds=5.0)
 
@@ -184,26 +199,14 @@ async def active_quests_by_event_type(session: AsyncSession) -> dict[str, list[Q
     if cached is not None:
         return cached
     index: dict[str, list[QuestDef]] = {}
-    for row in (await session.execute(QUEST_DEFS_SQL)).mappings():
-        quest = QuestDef(
-            id=row["id"],
-            key=row["key"],
-            name=row["name"],
-            description=row["description"],
-            cadence=row["cadence"],
-            event_type=row["event_type"],
-            filter=row["filter"],
-            aggregate=row["aggregate"],
-            property=row["property"],
-            target=row["target"],
-            rewards=row["rewards"],
-            starts_at=row["starts_at"],
-            ends_at=row["ends_at"],
-            min_tier_rank=row["min_tier_rank"],
-            min_tier_key=row["min_tier_key"],
-            auto_claim=row["auto_claim"],
-            active=row["active"],
-        )
+    rows = await session.execute(
+        select(Quest, Tier.rank, Tier.key)
+        .outerjoin(Tier, Tier.id == Quest.min_tier_id)
+        .where(Quest.active)
+        .order_by(Quest.id)
+    )
+    for quest_row, tier_rank, tier_key in rows:
+        quest = quest_def_from_model(quest_row, tier_rank, tier_key)
         index.setdefault(quest.event_type, []).append(quest)
     return _index_cache.put("index", index)
 

@@ -121,23 +121,7 @@ def quest_from_def(quest: QuestDef) -> Quest:
 
 
 def quest_from_model(quest: QuestModel, min_tier: str | None) -> Quest:
-    return Quest(
-        key=quest.key,
-        name=quest.name,
-        description=quest.description,
-        cadence=Cadence(quest.cadence),
-        event_type=quest.event_type,
-        filter=JSON(quest.filter),
-        aggregate=Aggregate(quest.aggregate),
-        property=quest.property,
-        target=quest.target,
-        rewards=_rewards(quest.rewards),
-        starts_at=quest.starts_at,
-        ends_at=quest.ends_at,
-        min_tier=min_tier,
-        auto_claim=quest.auto_claim,
-        active=quest.active,
-    )
+    return quest_from_def(definitions.quest_def_from_model(quest, min_tier_key=min_tier))
 
 
 @strawberry.type(description="A member's progress on a quest in one period.")
@@ -342,23 +326,7 @@ async def _progress_views(
         quest = by_id.get(row.quest_id)
         if quest is None:  # deactivated meanwhile: describe it from its row
             model = await session.get_one(QuestModel, row.quest_id)
-            quest = QuestDef(
-                id=model.id,
-                key=model.key,
-                name=model.name,
-                cadence=model.cadence,
-                event_type=model.event_type,
-                filter=model.filter,
-                aggregate=model.aggregate,
-                property=model.property,
-                target=model.target,
-                rewards=model.rewards,
-                starts_at=model.starts_at,
-                ends_at=model.ends_at,
-                min_tier_rank=None,
-                auto_claim=model.auto_claim,
-                active=model.active,
-            )
+            quest = definitions.quest_def_from_model(model)
         views[row.id] = progress_view(quest, row, row.period_start, row.period_end)
     return views
 
