@@ -10,13 +10,16 @@ second deployment can share a Redis without touching anyone else's keys.
   ``...}:journal`` — the live updates that arrived meanwhile (see ``rebuild.py``).
 * ``<prefix>meta:built`` — set by a complete rebuild; when Redis lost its data (a restart
   without persistence, a failover) it is missing and the maintenance job rebuilds.
-* Pub/sub channels: ``<prefix>live:member:<member id>`` and ``<prefix>live:board:<board>``.
+* Pub/sub channels: ``<prefix>live:db<n>:member:<member id>`` and
+  ``<prefix>live:db<n>:board:<board>`` (``n``: the Redis database; channels span databases).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+
+from redis.asyncio import Redis
 
 DEFAULT_PREFIX = "ql:lb:"
 
@@ -47,12 +50,18 @@ def built_key() -> str:
     return f"{prefix()}meta:built"
 
 
-def member_channel(member_id: int) -> str:
-    return f"{prefix()}live:member:{member_id}"
+def _database(redis: Redis) -> int:
+    return int(redis.connection_pool.connection_kwargs.get("db", 0) or 0)
 
 
-def board_channel(board_key: str) -> str:
-    return f"{prefix()}live:board:{board_key}"
+def member_channel(redis: Redis, member_id: int) -> str:
+    """Pub/sub channels are server-wide, not per database: the name carries the database
+    number, so deployments (or test runs) on other databases of one Redis never cross."""
+    return f"{prefix()}live:db{_database(redis)}:member:{member_id}"
+
+
+def board_channel(redis: Redis, board_key: str) -> str:
+    return f"{prefix()}live:db{_database(redis)}:board:{board_key}"
 
 
 def all_keys_pattern() -> str:

@@ -17,6 +17,7 @@ start-up); elsewhere (workers, CLI commands) the process's worker runtime is use
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,7 @@ from leaderboards.service import (
     boards_for_reading,
     expire_at,
     forget_windows,
+    reader,
     timezone_for_reading,
 )
 from ledger.service import CREDITED
@@ -43,18 +45,23 @@ from server.runtime import Runtime
 
 log = structlog.get_logger("questline.leaderboards.updates")
 
-_bound: Runtime | None = None
+_bound: tuple[Runtime, asyncio.AbstractEventLoop | None] | None = None
 
 
 def bind(runtime: Runtime) -> None:
-    """Use ``runtime`` (its Redis and database) for live updates in this process."""
+    """Use ``runtime`` (its Redis and database) for live updates in this process when a batch
+    arrives without one, on the event loop running now (connections belong to one loop)."""
     global _bound
-    _bound = runtime
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    _bound = (runtime, loop)
 
 
 def unbind(runtime: Runtime) -> None:
     global _bound
-    if _bound is runtime:
+    if _bound is not None and _bound[0] is runtime:
         _bound = None
 
 
@@ -62,8 +69,8 @@ async def current_runtime() -> Runtime:
     delivering: Runtime | None = signals.delivering_runtime()
     if delivering is not None:  # the runtime whose transaction committed these facts
         return delivering
-    if _bound is not None:
-        return _bound
+    if _bound is not None and _bound[1] in (None, asyncio.get_running_loop()):
+        return _bound[0]
     from server.broker import worker_runtime
 
     return await worker_runtime()
@@ -71,8 +78,8 @@ async def current_runtime() -> Runtime:
 
 async def _context(runtime: Runtime) -> tuple[list[BoardDef], str]:
     """Active boards and the program timezone, from caches (a session only on a miss)."""
-    boards = [b for b in await boards_for_reading(runtime.read_sessionmaker) if b.active]
-    return boards, await timezone_for_reading(runtime.read_sessionmaker)
+    boards = [b for b in await boards_for_reading(reader(runtime)) if b.active]
+    return boards, await timezone_for_reading(reader(runtime))
 
 
 def _fact(
@@ -100,7 +107,7 @@ async def _send(
     messages: list[tuple[str, str]],
 ) -> None:
     publish = messages + [
-        (keys.board_channel(board.key), live.encode({"period": period_id}))
+        (keys.board_channel(runtime.redis, board.key), live.encode({"period": period_id}))
         for board, period_id in touched.items()
     ]
     try:
@@ -150,7 +157,7 @@ async def on_points_credited(batch: list[signals.Signal]) -> None:
                 touched[board] = made[1]
         messages.append(
             (
-                keys.member_channel(member_id),
+                keys.member_channel(runtime.redis, member_id),
                 live.encode(
                     {
                         "kind": "credit",
@@ -186,7 +193,7 @@ async def on_event_recorded(batch: list[signals.Signal]) -> None:
         if payload.get("completed"):
             messages.append(
                 (
-                    keys.member_channel(member_id),
+                    keys.member_channel(runtime.redis, member_id),
                     live.encode(
                         {
                             "kind": "event",
@@ -225,16 +232,19 @@ def _member_message(topic: str, payload: dict[str, Any]) -> dict[str, Any] | Non
 
 async def on_member_fact(batch: list[signals.Signal]) -> None:
     """Badges, titles, tier changes, redemptions: publish to the member's channel."""
-    messages = []
-    for signal in batch:
-        message = _member_message(signal.topic, signal.payload)
-        if message is not None and signal.payload.get("member_id") is not None:
-            messages.append(
-                (keys.member_channel(signal.payload["member_id"]), live.encode(message))
-            )
-    if not messages:
+    found = [
+        (signal.payload["member_id"], message)
+        for signal in batch
+        if signal.payload.get("member_id") is not None
+        and (message := _member_message(signal.topic, signal.payload)) is not None
+    ]
+    if not found:
         return
     runtime = await current_runtime()
+    messages = [
+        (keys.member_channel(runtime.redis, member_id), live.encode(message))
+        for member_id, message in found
+    ]
     try:
         await store.apply(runtime.redis, [], messages)
     except RedisError as error:  # live updates are best effort; nothing to repair

@@ -26,6 +26,7 @@ from strawberry.types import Info
 
 from leaderboards import keys
 from leaderboards.live import hub_for
+from leaderboards.service import read_session
 from ledger.service import balances
 from members.models import Member as MemberModel
 from quests.models import Quest as QuestModel
@@ -67,7 +68,7 @@ class MemberUpdate:
 
 
 async def _balance(runtime: Runtime, member_id: int, currency: str) -> int:
-    async with runtime.read_sessionmaker() as session:
+    async with read_session(runtime) as session:
         return (await balances(session, member_id, currency)).available
 
 
@@ -75,7 +76,7 @@ async def _completed_quests(
     runtime: Runtime, member_id: int, message: dict[str, Any]
 ) -> list[MemberUpdate]:
     at = datetime.fromisoformat(message["at"])
-    async with runtime.read_sessionmaker() as session:
+    async with read_session(runtime) as session:
         quests = await session.scalars(
             select(QuestModel.key)
             .join(ProgressModel, ProgressModel.quest_id == QuestModel.id)
@@ -144,13 +145,13 @@ class Subscription:
     async def member_updates(self, info: Info) -> AsyncGenerator[MemberUpdate, None]:
         external_id = require_member_external_id(info)
         runtime: Runtime = info.context.runtime
-        async with runtime.read_sessionmaker() as session:
+        async with read_session(runtime) as session:
             member_id = await session.scalar(
                 select(MemberModel.id).where(MemberModel.external_id == external_id)
             )
         if member_id is None:
             raise ClientError(f"no member with externalId {external_id!r}", "NOT_FOUND")
-        async with _listening(runtime, keys.member_channel(member_id)) as queue:
+        async with _listening(runtime, keys.member_channel(runtime.redis, member_id)) as queue:
             while True:
                 message = await queue.get()
                 for update in await member_updates_for(runtime, member_id, message):
@@ -178,7 +179,7 @@ class Subscription:
                 await ctx.close()
 
         first_view = await current()  # fails early for an unknown board or a bad argument
-        async with _listening(runtime, keys.board_channel(key)) as queue:
+        async with _listening(runtime, keys.board_channel(runtime.redis, key)) as queue:
             yield first_view
             while True:
                 await queue.get()

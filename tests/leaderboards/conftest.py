@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -9,6 +10,10 @@ import pytest
 
 from leaderboards import clock, updates
 from server.runtime import Runtime
+
+# Keys and channels of this test run only: other runs on the same Redis (another engineer's,
+# CI) neither see nor disturb ours. Set before first use; subprocesses inherit it.
+os.environ.setdefault("QUESTLINE_LEADERBOARD_PREFIX", f"ql:lb:test{os.getpid()}:")
 
 
 @pytest.fixture(autouse=True)

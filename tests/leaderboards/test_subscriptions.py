@@ -115,7 +115,7 @@ async def test_a_balance_change_made_elsewhere_reaches_the_member(
     ws = await open_session(server, member_token("sub-1"))
     try:
         await subscribe(ws, MEMBER_UPDATES)
-        await listening(runtime, keys.member_channel(int(member["id"])))
+        await listening(runtime, keys.member_channel(runtime.redis, int(member["id"])))
         await asyncio.to_thread(grant_in_another_process, "sub-1", 42, "elsewhere-1")
         update = await receive(ws)
         assert update["type"] == "next", update
@@ -138,7 +138,7 @@ async def test_a_board_sends_its_standings_then_every_change(
         await subscribe(ws, BOARD_UPDATES, {"key": "live"})
         first = await receive(ws)
         assert first["payload"]["data"]["leaderboardUpdates"]["entries"] == []
-        await listening(runtime, keys.board_channel("live"))
+        await listening(runtime, keys.board_channel(runtime.redis, "live"))
         await asyncio.to_thread(grant_in_another_process, "sub-2", 9, "elsewhere-2")
         changed = (await receive(ws))["payload"]["data"]["leaderboardUpdates"]
         assert changed["entries"] == [{"rank": 1, "score": 9, "member": {"externalId": "sub-2"}}]
@@ -188,7 +188,7 @@ async def test_a_completed_quest_tells_the_member_everything_it_gave(
         kind currency amount balance questKey badgeKey level titleKey tierKey } }"""
     try:
         await subscribe(ws, query)
-        await listening(runtime, keys.member_channel(int(member["id"])))
+        await listening(runtime, keys.member_channel(runtime.redis, int(member["id"])))
         assert (await record(api, "hero", "coffee", "cup-1"))["errors"] == []
         seen: list[dict[str, Any]] = []
         while len(seen) < 5:
