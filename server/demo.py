@@ -310,6 +310,35 @@ async def seed_catalog(session: AsyncSession) -> int:
     return created
 
 
+# (key, name, metric, event type, period, prizes as (rank, toRank, amount, currency))
+DEMO_LEADERBOARDS: tuple[tuple[str, str, str, str | None, str, tuple[Any, ...]], ...] = (
+    ("weekly-points", "Top earners this week", "POINTS_EARNED", None, "WEEKLY",
+     ((1, 1, 500, "points"), (2, 3, 200, "points"))),
+    ("daily-coffee", "Coffee of the day", "EVENT_COUNT", "purchase", "DAILY", ()),
+    ("all-time-xp", "Hall of fame", "XP_EARNED", None, "ALL_TIME", ()),
+)  # fmt: skip
+
+
+async def seed_leaderboards(session: AsyncSession) -> int:
+    """A weekly points board with prizes, a daily purchase count, an all-time xp board. A new
+    board is built from the ledger by a worker once committed (and by live updates)."""
+    if not _module_exists("leaderboards.service"):
+        return 0
+    from leaderboards.models import Leaderboard
+    from leaderboards.service import BoardInput, RewardRule, upsert_board
+
+    existing = set(await session.scalars(select(Leaderboard.key)))
+    created = 0
+    for key, name, metric, event_type, period, prizes in DEMO_LEADERBOARDS:
+        if key in existing:
+            continue
+        rewards = tuple(RewardRule(*prize) for prize in prizes)
+        board = BoardInput(key, name, metric, period, event_type=event_type, rewards=rewards)
+        await upsert_board(session, board)
+        created += 1
+    return created
+
+
 Seeder = Callable[[AsyncSession], Awaitable[int]]
 
 SEEDERS: list[tuple[str, Seeder]] = [
@@ -319,6 +348,7 @@ SEEDERS: list[tuple[str, Seeder]] = [
     ("badges", seed_badges),
     ("campaigns", seed_campaigns),
     ("catalogue", seed_catalog),
+    ("leaderboards", seed_leaderboards),
 ]
 
 
