@@ -40,7 +40,7 @@ async def client(
     finally:
         live_updates.unbind(runtime)
         if previous is not None:
-            live_updates.bind(previous)
+            live_updates.bind(previous[0])
 
 
 async def post(http: httpx.AsyncClient, token: str | None = None) -> httpx.Response:
