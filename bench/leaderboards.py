@@ -11,6 +11,9 @@
 * ``top10_*`` / ``around_me_*``: GraphQL through ``questline serve --workers 2`` with 32
   connections: the public top 10 (with each member's displayName and activeTitle), and a
   member's own view (``around`` itself, plus ``me``) for 2,000 different members.
+  ``calibration_typename_rps`` is ``{ __typename }`` on the same servers in the same run:
+  the ceiling of the HTTP + GraphQL stack on this machine at that moment. The per-caller rate
+  limit is switched off for the run (it would refuse a load test from one address).
 
 Redis keys live under a unique prefix (``QUESTLINE_LEADERBOARD_PREFIX``) in the configured
 Redis and are deleted at the end; the scratch database is dropped. The machine may be shared:
@@ -161,6 +164,12 @@ def main() -> None:
             # address; it is switched off to measure the boards themselves.
             api_env = {"QUESTLINE_JWT_SECRET": secret, "QUESTLINE_RATE_LIMIT_ENABLED": "false"}
             with running_api(servers, workers=2, **api_env) as base:
+                # calibration: the same stack answering a query that does no work at all
+                trivial = [(None, {"query": "{ __typename }"})]
+                load(base, trivial, connections=32, seconds=2)
+                calibration = load(base, trivial, connections=32, seconds=SECONDS)
+                figures["calibration_typename_rps"] = round(calibration.requests_per_s)
+                figures["calibration_typename_p99_ms"] = round(calibration.p99_ms, 1)
                 load(base, top, connections=32, seconds=2)  # warm-up
                 figures.update(load(base, top, connections=32, seconds=SECONDS).figures("top10"))
                 load(base, around, connections=32, seconds=2)

@@ -91,6 +91,7 @@ class RebuildReport:
     keys: int = 0
     members: int = 0
     replayed: int = 0
+    dropped: int = 0  # keys of old board versions or of removed boards
     seconds: float = 0.0
     per_key: dict[str, int] = field(default_factory=dict)
 
@@ -141,6 +142,7 @@ async def rebuild(
         await _unmark(redis, targets)
         raise
     forget_windows()
+    report.dropped = await _drop_stale_keys(redis, boards, everything=board_key is None)
     if board_key is None:
         await redis.set(keys.built_key(), now.isoformat())
     async with runtime.transaction() as session:
@@ -161,6 +163,30 @@ async def rebuild(
         seconds=round(report.seconds, 2),
     )
     return report
+
+
+async def _drop_stale_keys(
+    redis: aioredis.Redis, boards: list[BoardDef], *, everything: bool
+) -> int:
+    """Delete the keys of older versions of ``boards`` (a board that now counts something
+    else) and, on a full rebuild, of boards that are gone or inactive. Finished periods
+    expire on their own; this is for keys that never would (ALL_TIME)."""
+    current = {board.key: board.version for board in boards}
+    stale: list[str] = []
+    patterns = [keys.prefix() + "{*"] if everything else [
+        keys.prefix() + "{" + board.key + ":v*" for board in boards
+    ]  # fmt: skip
+    for pattern in patterns:
+        async for raw in redis.scan_iter(match=pattern, count=1000):
+            name = _text(raw)
+            inside = name[len(keys.prefix()) + 1 : name.find("}")]
+            board_key, _, rest = inside.partition(":v")
+            version = rest.partition(":")[0]
+            if current.get(board_key) != (int(version) if version.isdigit() else None):
+                stale.append(name)
+    for start in range(0, len(stale), 500):
+        await redis.unlink(*stale[start : start + 500])
+    return len(stale)
 
 
 async def _db_now(runtime: Runtime) -> datetime:

@@ -195,3 +195,23 @@ async def test_closing_archives_final_standings_and_grants_prizes_once(
     )
     assert older.entries == [] and older.total == 0
     assert following(yesterday, "UTC").start == yesterday.end
+
+
+async def test_a_board_that_counts_something_else_is_rebuilt_under_a_new_version(
+    runtime: Runtime,
+) -> None:
+    old = await make_board(runtime, "switch", period="ALL_TIME")
+    member = await make_member(runtime, "sw")
+    await grant(runtime, member, 5)
+    await grant(runtime, member, 7, currency="xp")
+    assert list(await redis_boards(runtime)) == [old.redis_key(period_at("ALL_TIME", NOW, "UTC"))]
+    new = await make_board(runtime, "switch", boards.XP_EARNED, "ALL_TIME")
+    assert new.version == old.version + 1
+    report = await rebuild(runtime, board_key="switch")
+    assert report.dropped == 1
+    found = await redis_boards(runtime)
+    assert list(found) == [new.redis_key(period_at("ALL_TIME", NOW, "UTC"))]
+    assert [e.score for e in (await standings(runtime, new)).entries] == [7]
+
+
+NOW = datetime.now(UTC)
