@@ -215,3 +215,31 @@ async def test_a_board_that_counts_something_else_is_rebuilt_under_a_new_version
 
 
 NOW = datetime.now(UTC)
+
+
+async def test_the_scheduled_actors_run(runtime: Runtime) -> None:
+    from leaderboards.tasks import close_period, maintain
+    from server.broker import close_worker_runtime, run_actor
+    from server.scheduler import PERIODIC_JOBS
+
+    assert {"leaderboards.close_period", "leaderboards.maintain"} <= {
+        job.actor_name for job in PERIODIC_JOBS
+    }
+    await make_board(runtime, "acted", boards.EVENT_COUNT, "DAILY", "coffee")
+    async with runtime.transaction() as session:
+        await session.execute(
+            text("UPDATE leaderboards SET created_at = now() - interval '2 days'")
+        )
+    try:
+        await run_actor(maintain)  # Redis was flushed: everything is rebuilt
+        assert await runtime.redis.exists(keys.built_key())
+        await run_actor(close_period, now=(NOW + timedelta(minutes=10)).isoformat())
+        await run_actor(close_period, now=(NOW + timedelta(minutes=10)).isoformat())
+    finally:
+        await close_worker_runtime()
+    async with runtime.read_sessionmaker() as session:
+        closed = await session.scalar(text("SELECT count(*) FROM leaderboard_periods"))
+    today = period_at("DAILY", NOW, "UTC")
+    assert today.end is not None
+    ended_today = today.end <= NOW + timedelta(minutes=5)  # run within 5 min of midnight
+    assert closed == 2 + ended_today  # the day before yesterday and yesterday, once each
