@@ -12,6 +12,7 @@ from datetime import date, datetime
 import strawberry
 
 from members.models import Member as MemberModel
+from members.service import MemberRow
 from schema.badges import MemberBadgeFields
 from schema.ledger import MemberLedgerFields
 from schema.program import MemberTierFields
@@ -47,7 +48,7 @@ class Member(
     pass
 
 
-def member_from_model(model: MemberModel) -> Member:
+def member_from_model(model: MemberModel | MemberRow) -> Member:
     return Member(
         db_id=model.id,
         id=strawberry.ID(str(model.id)),
