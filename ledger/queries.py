@@ -31,28 +31,42 @@ MAX_PAGE = 100
 # yet (they can no longer be spent); pending = the pending account's balance. Hot (every
 # ``me``), so plain SQL on the raw connection.
 BALANCES_SQL = """
-SELECT a.member_id,
+SELECT a.member_id, a.currency,
        sum(CASE WHEN a.kind = 'available' THEN a.balance - coalesce(
                (SELECT sum(l.remaining) FROM lots l
                 WHERE l.account_id = a.id AND l.remaining > 0 AND l.expires_at <= now()), 0)
            ELSE 0 END) AS available,
        sum(CASE WHEN a.kind = 'pending' THEN a.balance ELSE 0 END) AS pending
 FROM accounts a
-WHERE a.member_id = any($1::bigint[]) AND a.currency = $2
-GROUP BY a.member_id
+WHERE a.member_id = any($1::bigint[]) AND a.currency = any($2::text[])
+GROUP BY a.member_id, a.currency
 """
 
 
 async def balances_for_members(
-    session: AsyncSession, member_ids: Sequence[int], currency: str = "points"
+    session: rawsql.Queryable, member_ids: Sequence[int], currency: str = "points"
 ) -> dict[int, Balances]:
     """Available and pending, per member; members without accounts get zeros. One query for
-    any number of members (DataLoaders)."""
-    if not member_ids:
+    any number of members."""
+    found = await balances_for_keys(session, [(member_id, currency) for member_id in member_ids])
+    return {member_id: found[(member_id, currency)] for member_id in member_ids}
+
+
+async def balances_for_keys(
+    session: rawsql.Queryable, keys: Sequence[tuple[int, str]]
+) -> dict[tuple[int, str], Balances]:
+    """Balances for (member id, currency) pairs, zeros where there is no account: one query
+    for any number of members and currencies (the DataLoader behind ``Member.balance``)."""
+    if not keys:
         return {}
-    rows = await rawsql.fetch(session, BALANCES_SQL, list(member_ids), currency)
-    found = {row["member_id"]: Balances(int(row["available"]), int(row["pending"])) for row in rows}
-    return {member_id: found.get(member_id, Balances(0, 0)) for member_id in member_ids}
+    members = sorted({member_id for member_id, _ in keys})
+    currencies = sorted({currency for _, currency in keys})
+    rows = await rawsql.fetch(session, BALANCES_SQL, members, currencies)
+    found = {
+        (row["member_id"], row["currency"]): Balances(int(row["available"]), int(row["pending"]))
+        for row in rows
+    }
+    return {key: found.get(key, Balances(0, 0)) for key in keys}
 
 
 async def balances(session: AsyncSession, member_id: int, currency: str = "points") -> Balances:
@@ -220,6 +234,7 @@ async def ledger_summary(session: AsyncSession, currency: str = "points") -> Led
 
 __all__ = [
     "balances",
+    "balances_for_keys",
     "balances_for_members",
     "expiring_lots",
     "expiring_lots_for_members",

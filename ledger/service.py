@@ -62,6 +62,7 @@ from ledger._calls import (
 from ledger.errors import INVALID_INPUT, LedgerError, error_for_status
 from ledger.queries import (
     balances,
+    balances_for_keys,
     balances_for_members,
     expiring_lots,
     expiring_lots_for_members,
@@ -74,6 +75,7 @@ from server import signals
 
 __all__ = [
     "balances",
+    "balances_for_keys",
     "balances_for_members",
     "credit_pending",
     "deduct",

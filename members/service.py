@@ -144,14 +144,14 @@ MEMBER_ROW_SQL = (
 )
 
 
-async def members_by_ids(session: AsyncSession, ids: Sequence[int]) -> dict[int, MemberRow]:
+async def members_by_ids(session: rawsql.Queryable, ids: Sequence[int]) -> dict[int, MemberRow]:
     """Batch look-up for DataLoaders (one round trip on the raw connection)."""
     rows = await rawsql.fetch(session, MEMBER_ROW_SQL + "id = any($1::bigint[])", list(ids))
     return {row["id"]: MemberRow(*row) for row in rows}
 
 
 async def members_by_external_ids(
-    session: AsyncSession, external_ids: Sequence[str]
+    session: rawsql.Queryable, external_ids: Sequence[str]
 ) -> dict[str, MemberRow]:
     rows = await rawsql.fetch(
         session, MEMBER_ROW_SQL + "external_id = any($1::text[])", list(external_ids)

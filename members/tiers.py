@@ -133,7 +133,7 @@ XP_EARNED_RAW = """
 """
 
 
-async def xp_earned(session: AsyncSession, member_id: int, since: datetime | None) -> int:
+async def xp_earned(session: rawsql.Queryable, member_id: int, since: datetime | None) -> int:
     return int(await rawsql.fetchval(session, XP_EARNED_RAW, member_id, since) or 0)
 
 
@@ -146,7 +146,7 @@ class TierProgress:
 
 
 async def progress_for(
-    session: AsyncSession,
+    session: rawsql.Queryable,
     member_id: int,
     tier_id: int | None,
     tiers: list[Tier],

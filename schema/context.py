@@ -1,7 +1,10 @@
 """The per-request GraphQL context: who is calling, database access, DataLoaders, hooks.
 
 Reads share one session per request, used by one resolver at a time (an ``AsyncSession`` is
-not safe for concurrent use, and GraphQL resolves sibling fields concurrently). Mutations open
+not safe for concurrent use, and GraphQL resolves sibling fields concurrently). The hottest
+reads (members, balances, tier progress, leaderboard faces) skip SQLAlchemy: ``querying()``
+hands out one plain asyncpg connection per request from ``Runtime.read_pool``, under the same
+one-at-a-time rule, for the ``server.rawsql`` helpers. Mutations open
 their own transaction with ``transaction()``; work that must only happen once the data is
 durable goes into ``server.runtime.after_commit``.
 """
@@ -34,6 +37,8 @@ class Context:
     _read_session: AsyncSession | None = None
     _read_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _read_interrupted: bool = False
+    _raw: Any = None  # the request's asyncpg connection (querying), once acquired
+    _raw_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _closed: bool = False
 
     def loader(self, name: str, factory: Callable[[Context], LoaderT]) -> LoaderT:
@@ -68,6 +73,28 @@ class Context:
                 raise
 
     @asynccontextmanager
+    async def querying(self) -> AsyncIterator[Any]:
+        """The request's plain asyncpg connection (autocommit), for one resolver at a time."""
+        pool = self.runtime.read_pool
+        if self._closed:  # as in reading(): a late DataLoader batch gets its own
+            async with pool.acquire() as connection:
+                try:
+                    yield connection
+                except asyncio.CancelledError:
+                    connection.terminate()
+                    raise
+            return
+        async with self._raw_lock:
+            if self._raw is None:
+                self._raw = await pool.acquire()
+            try:
+                yield self._raw
+            except asyncio.CancelledError:
+                # interrupted mid-query: the connection is mid-protocol, never reuse it
+                self._raw.terminate()
+                raise
+
+    @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A new session in one transaction (see ``Runtime.transaction``)."""
         async with self.runtime.transaction() as session:
@@ -75,9 +102,14 @@ class Context:
         self._loaders.clear()  # objects loaded before the write may be stale now
 
     async def close(self) -> None:
-        """Return the read session's connection once no resolver uses it; a connection whose
+        """Return the read connections once no resolver uses them; a connection whose
         query was interrupted is discarded instead (handed back mid-query it would keep its
         snapshot and locks in the pool)."""
+        async with self._raw_lock:
+            self._closed = True
+            if self._raw is not None:
+                await self.runtime.read_pool.release(self._raw)
+                self._raw = None
         async with self._read_lock:
             self._closed = True
             if self._read_session is not None:

@@ -15,14 +15,15 @@ Two checks share one calculator:
 - a validation rule, built once per schema (so strawberry's ``ValidationCache`` keeps hitting),
   counts with literals and defaults (a variable counts as its default value, else as the
   argument's default, else ``DEFAULT_PAGE_SIZE``);
-- the ``QueryCostLimiter`` extension re-counts at execution with the request's variables, only
-  for operations whose page sizes come from variables (known per query text, cached).
+- ``variable_cost_error`` re-counts before execution with the request's variables, only for
+  operations whose page sizes come from variables (known per query text, cached); the
+  request policy extension (``schema.extensions``) calls it.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from graphql import (
@@ -46,9 +47,8 @@ from graphql import (
     get_named_type,
     get_operation_ast,
 )
-from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.type import SchemaMetaFieldDef, TypeMetaFieldDef, TypeNameMetaFieldDef
-from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
 
 from schema.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
@@ -198,49 +198,34 @@ def cost_limit_rule(max_cost: int) -> type[ValidationRule]:
     return QueryCostRule
 
 
-class QueryCostLimiter(SchemaExtension):
-    """Re-counts, with the request's variables, operations whose page sizes are variables.
-    Over the limit, execution is skipped and the result is the error."""
+# query text and operation name -> does the cost depend on variables? (shared, bounded)
+_plans: OrderedDict[tuple[str, str | None], bool] = OrderedDict()
 
-    # query text and operation name -> does the cost depend on variables? (shared, bounded)
-    _plans: OrderedDict[tuple[str, str | None], bool] = OrderedDict()
 
-    def __init__(self, *, max_cost: int) -> None:
-        super().__init__()
-        self.max_cost = max_cost
+def variable_cost_error(context: ExecutionContext, max_cost: int) -> GraphQLError | None:
+    """Re-counts, with the request's variables, an operation whose page sizes are variables
+    (run before execution): the error when it is over ``max_cost``, else None."""
+    document = context.graphql_document
+    if not (context.variables and context.query and document is not None):
+        return None
+    operation = get_operation_ast(document, context.operation_name)
+    if operation is None or not _depends_on_variables(context, document, operation):
+        return None
+    calculator = CostCalculator(context.schema._schema, document, variables=context.variables)
+    cost = calculator.operation_cost(operation)
+    return too_costly(cost, max_cost, operation) if cost > max_cost else None
 
-    def on_execute(self) -> Iterator[None]:
-        context = self.execution_context
-        document = context.graphql_document
-        if context.variables and context.query and document is not None and not context.result:
-            operation = get_operation_ast(document, context.operation_name)
-            if operation is not None and self._depends_on_variables(
-                context.query, context.operation_name, document, operation
-            ):
-                calculator = CostCalculator(
-                    context.schema._schema, document, variables=context.variables
-                )
-                cost = calculator.operation_cost(operation)
-                if cost > self.max_cost:
-                    context.result = GraphQLExecutionResult(
-                        data=None, errors=[too_costly(cost, self.max_cost, operation)]
-                    )
-        yield
 
-    def _depends_on_variables(
-        self,
-        query: str,
-        operation_name: str | None,
-        document: DocumentNode,
-        operation: OperationDefinitionNode,
-    ) -> bool:
-        key = (query, operation_name)
-        known = self._plans.get(key)
-        if known is None:
-            calculator = CostCalculator(self.execution_context.schema._schema, document)
-            calculator.operation_cost(operation)
-            known = calculator.uses_variables
-            self._plans[key] = known
-            if len(self._plans) > PLAN_CACHE_SIZE:
-                self._plans.popitem(last=False)
-        return known
+def _depends_on_variables(
+    context: ExecutionContext, document: DocumentNode, operation: OperationDefinitionNode
+) -> bool:
+    key = (context.query or "", context.operation_name)
+    known = _plans.get(key)
+    if known is None:
+        calculator = CostCalculator(context.schema._schema, document)
+        calculator.operation_cost(operation)
+        known = calculator.uses_variables
+        _plans[key] = known
+        if len(_plans) > PLAN_CACHE_SIZE:
+            _plans.popitem(last=False)
+    return known

@@ -1,19 +1,78 @@
-"""Schema extensions of our own."""
+"""The schema's own per-request policy, as ONE strawberry extension.
+
+strawberry builds every extension afresh for each request and walks each one's hooks at each
+phase (operation, parse, validate, execute); five small extensions cost about as much CPU as a
+whole cached ``{ __typename }`` query. So what we add around an operation lives here, in one:
+
+- the token limit for the parser (what ``MaxTokensLimiter`` does);
+- the depth, alias and cost validation rules, built once per schema so that strawberry's
+  ``ValidationCache`` keeps hitting (what ``AddValidationRules`` does);
+- the cost re-count with the request's variables (``schema.cost.variable_cost_error``);
+- error masking with ``schema.errors.should_mask_error`` (what ``MaskErrors`` does; no
+  incremental delivery is enabled, so there are no streamed results to mask);
+- closing the request's read session once the operation has finished.
+
+strawberry's ``ParserCache`` and ``ValidationCache`` stay as they are, next to this one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
+from graphql import ASTValidationRule, GraphQLError
+from graphql import ExecutionResult as GraphQLExecutionResult
 from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionResult
+
+from schema.cost import variable_cost_error
+
+MASKED_MESSAGE = "Unexpected error."
 
 
-class CloseRequestResources(SchemaExtension):
-    """Close the request's read session once the operation has finished."""
+class RequestPolicy(SchemaExtension):
+    def __init__(
+        self,
+        *,
+        max_tokens: int,
+        max_cost: int,
+        validation_rules: Sequence[type[ASTValidationRule]],
+        should_mask_error: Callable[[GraphQLError], bool],
+    ) -> None:
+        self.max_tokens = max_tokens
+        self.max_cost = max_cost
+        self.validation_rules = tuple(validation_rules)
+        self.should_mask_error = should_mask_error
 
     async def on_operation(self) -> AsyncIterator[None]:
+        context = self.execution_context
+        context.parse_options["max_tokens"] = self.max_tokens
+        context.validation_rules = context.validation_rules + self.validation_rules
         try:
             yield
         finally:  # also when the operation failed
-            close = getattr(self.execution_context.context, "close", None)
+            close = getattr(context.context, "close", None)
             if close is not None:
                 await close()
+        result = context.result
+        if isinstance(result, GraphQLExecutionResult | ExecutionResult) and result.errors:
+            result.errors = [self._masked(error) for error in result.errors]
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        if not context.result:
+            error = variable_cost_error(context, self.max_cost)
+            if error is not None:  # over the limit: execution is skipped
+                context.result = GraphQLExecutionResult(data=None, errors=[error])
+        yield
+
+    def _masked(self, error: GraphQLError) -> GraphQLError:
+        if not self.should_mask_error(error):
+            return error
+        return GraphQLError(
+            message=MASKED_MESSAGE,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            original_error=None,
+        )

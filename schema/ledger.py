@@ -164,17 +164,11 @@ def _transaction_id(value: str) -> int:
 
 
 def balances_loader(ctx: Context) -> DataLoader[tuple[int, str], Balances]:
-    """(member id, currency) -> balances, one query per currency per batch."""
+    """(member id, currency) -> balances, one query per batch whatever the currencies."""
 
     async def load(keys: list[tuple[int, str]]) -> list[Balances]:
-        by_currency: dict[str, list[int]] = {}
-        for member_id, currency in keys:
-            by_currency.setdefault(currency, []).append(member_id)
-        found: dict[tuple[int, str], Balances] = {}
-        async with ctx.reading() as session:
-            for currency, member_ids in by_currency.items():
-                rows = await ledger.balances_for_members(session, member_ids, currency)
-                found.update({(m, currency): b for m, b in rows.items()})
+        async with ctx.querying() as connection:
+            found = await ledger.balances_for_keys(connection, keys)
         return [found[key] for key in keys]
 
     return DataLoader(load_fn=load)

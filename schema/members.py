@@ -26,7 +26,7 @@ from schema.permissions import (
 
 def member_by_external_id_loader(ctx: Context) -> DataLoader[str, MemberRow | None]:
     async def load(external_ids: list[str]) -> list[MemberRow | None]:
-        async with ctx.reading() as session:
+        async with ctx.querying() as session:
             found = await service.members_by_external_ids(session, external_ids)
         return [found.get(external_id) for external_id in external_ids]
 
@@ -35,7 +35,7 @@ def member_by_external_id_loader(ctx: Context) -> DataLoader[str, MemberRow | No
 
 def member_by_id_loader(ctx: Context) -> DataLoader[int, MemberRow | None]:
     async def load(ids: list[int]) -> list[MemberRow | None]:
-        async with ctx.reading() as session:
+        async with ctx.querying() as session:
             found = await service.members_by_ids(session, ids)
         return [found.get(member_id) for member_id in ids]
 

@@ -217,7 +217,7 @@ class MemberTierFields:
     @strawberry.field(description="xp needed for the next tier.")
     async def tier_progress(self, info: Info) -> TierProgress:
         tiers = await info.context.loader("tiers", tiers_loader).load("all")
-        async with info.context.reading() as session:
+        async with info.context.querying() as session:
             progress = await tier_service.progress_for(
                 session, self.db_id, self.tier_id, tiers, datetime.now(UTC)
             )

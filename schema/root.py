@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import strawberry
 from strawberry.extensions import (
-    AddValidationRules,
-    MaskErrors,
     MaxAliasesLimiter,
-    MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
     ValidationCache,
@@ -20,9 +17,9 @@ from strawberry.tools import merge_types
 
 from schema.badges import BadgeMutations, BadgeQueries
 from schema.campaigns import CampaignMutations, CampaignQueries
-from schema.cost import QueryCostLimiter, cost_limit_rule
+from schema.cost import cost_limit_rule
 from schema.errors import should_mask_error
-from schema.extensions import CloseRequestResources
+from schema.extensions import RequestPolicy
 from schema.leaderboards import LeaderboardMutations, LeaderboardQueries
 from schema.ledger import LedgerMutations, LedgerQueries
 from schema.members import MemberMutations, MemberQueries
@@ -75,13 +72,14 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=[
-            lambda: AddValidationRules(limit_rules),
-            lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-            lambda: QueryCostLimiter(max_cost=settings.max_query_cost),
+            lambda: RequestPolicy(
+                max_tokens=settings.max_tokens,
+                max_cost=settings.max_query_cost,
+                validation_rules=limit_rules,
+                should_mask_error=should_mask_error,
+            ),
             lambda: ParserCache(maxsize=1024),
             lambda: ValidationCache(maxsize=1024),
-            lambda: MaskErrors(should_mask_error=should_mask_error),
-            CloseRequestResources,
         ],
     )
 

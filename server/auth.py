@@ -79,7 +79,29 @@ def issue_token(
     return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM)
 
 
+# Verified tokens -> (expiry as a Unix time, principal). A member's client sends the same token
+# with every request until it expires; checking its signature again each time costs more CPU
+# than a whole cached GraphQL query. A token is immutable and the cache is keyed by the secret
+# too, so a hit is exactly what verifying would return, until ``exp``.
+_verified: dict[tuple[str, str], tuple[float, Principal]] = {}
+VERIFIED_TOKENS_MAX = 100_000
+
+
 def decode_token(settings: Settings, token: str) -> Principal:
+    key = (settings.jwt_secret, token)
+    hit = _verified.get(key)
+    if hit is not None:
+        if time.time() < hit[0]:
+            return hit[1]
+        del _verified[key]
+    principal, expires = _verify(settings, token)
+    if len(_verified) >= VERIFIED_TOKENS_MAX:
+        _verified.clear()
+    _verified[key] = (expires, principal)
+    return principal
+
+
+def _verify(settings: Settings, token: str) -> tuple[Principal, float]:
     try:
         claims = jwt.decode(
             token,
@@ -91,15 +113,16 @@ def decode_token(settings: Settings, token: str) -> Principal:
         raise AuthError("token expired") from exc
     except jwt.InvalidTokenError as exc:
         raise AuthError(f"invalid token: {exc}") from exc
+    expires = float(claims["exp"])
     role = claims.get("role", "member")
     if role == "admin":
-        return Principal(Role.ADMIN, key_name=f"jwt:{claims.get('sub', 'admin')}")
+        return Principal(Role.ADMIN, key_name=f"jwt:{claims.get('sub', 'admin')}"), expires
     if role != "member":
         raise AuthError(f"unknown role {role!r}")
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise AuthError("a member token needs `sub` (the member's externalId)")
-    return Principal(Role.MEMBER, external_id=subject)
+    return Principal(Role.MEMBER, external_id=subject), expires
 
 
 def hash_api_key(key: str) -> str:

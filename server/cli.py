@@ -150,6 +150,7 @@ def serve(
             loop="uvloop",
             http="httptools",
             proxy_headers=True,
+            access_log=get_settings().access_log,
             timeout_graceful_shutdown=10,
         )
 
@@ -231,9 +232,7 @@ async def _seed(*, only_if_empty: bool) -> None:
 
 @app.command()
 def token(
-    member: Annotated[
-        str | None, typer.Option(help="A member token for this externalId.")
-    ] = None,
+    member: Annotated[str | None, typer.Option(help="A member token for this externalId.")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="An admin token.")] = False,
     ttl: Annotated[int, typer.Option(min=1, help="Lifetime in seconds.")] = 24 * 3600,
 ) -> None:
@@ -260,8 +259,10 @@ class ApiKeyScope(StrEnum):
 @apikey_app.command("create")
 def apikey_create(
     name: Annotated[str, typer.Option(help="Who uses the key, e.g. 'checkout-backend'.")],
-    scope: Annotated[ApiKeyScope, typer.Option(help="admin: everything; events: "
-                                               "recordEvent, registerMember, read members.")],
+    scope: Annotated[
+        ApiKeyScope,
+        typer.Option(help="admin: everything; events: recordEvent, registerMember, read members."),
+    ],
 ) -> None:
     """Create an API key and print it once (only a hash is stored)."""
     with cli_services():

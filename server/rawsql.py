@@ -6,6 +6,10 @@ more than the database's own work. These helpers send plain SQL with ``$n`` para
 same connection, inside the session's current transaction, and asyncpg caches the prepared
 statement per connection. Use them for hot paths only; everything else reads better as
 SQLAlchemy.
+
+Each helper takes either an ``AsyncSession`` (its connection, inside its transaction) or a
+plain asyncpg connection (``schema.context.Context.querying``), so the same query function
+serves a mutation's transaction and a request's hot reads.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 _DRIVER = "rawsql.driver_connection"
 
+# An AsyncSession, or an asyncpg connection (asyncpg has no type hints: Any).
+Queryable = AsyncSession | Any
 
-async def driver(session: AsyncSession) -> Any:
+
+async def driver(session: Queryable) -> Any:
     """The asyncpg connection under ``session``, inside the session's current transaction.
 
     SQLAlchemy's asyncpg adapter sends BEGIN lazily, just before the first statement *it*
@@ -25,7 +32,9 @@ async def driver(session: AsyncSession) -> Any:
     own. So the adapter's transaction is begun here (the BEGIN SQLAlchemy would have sent).
     The connection is then cached in ``session.info`` for as long as the session's transaction
     lasts (one transaction holds one connection): asking SQLAlchemy for it costs ~40 us of
-    client CPU per call."""
+    client CPU per call. A plain asyncpg connection is returned as it is."""
+    if not isinstance(session, AsyncSession):
+        return session
     current = session.sync_session.get_transaction()
     cached = session.info.get(_DRIVER)
     if current is not None and cached is not None and cached[0] is current:
@@ -52,19 +61,19 @@ async def _begin(adapted: Any) -> None:
     await start()
 
 
-async def fetchrow(session: AsyncSession, sql: str, *args: Any) -> Any:
+async def fetchrow(session: Queryable, sql: str, *args: Any) -> Any:
     """The first row (an ``asyncpg.Record``) of ``sql``, or None."""
     return await (await driver(session)).fetchrow(sql, *args)
 
 
-async def fetch(session: AsyncSession, sql: str, *args: Any) -> list[Any]:
+async def fetch(session: Queryable, sql: str, *args: Any) -> list[Any]:
     return list(await (await driver(session)).fetch(sql, *args))
 
 
-async def fetchval(session: AsyncSession, sql: str, *args: Any) -> Any:
+async def fetchval(session: Queryable, sql: str, *args: Any) -> Any:
     return await (await driver(session)).fetchval(sql, *args)
 
 
-async def execute(session: AsyncSession, sql: str, *args: Any) -> str:
+async def execute(session: Queryable, sql: str, *args: Any) -> str:
     result: str = await (await driver(session)).execute(sql, *args)
     return result

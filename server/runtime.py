@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import asyncpg
 import redis.asyncio as aioredis
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server import signals
-from server.db import make_engine, make_sessionmaker
+from server.db import make_engine, make_read_pool, make_sessionmaker
 from server.settings import Settings
 
 log = structlog.get_logger("questline.runtime")
@@ -40,6 +42,8 @@ class Runtime:
     # Sessions for read-only request work: autocommit, so a read costs no BEGIN/ROLLBACK
     # round trips. Never write through them (there is no transaction to make writes atomic).
     read_sessionmaker: async_sessionmaker[AsyncSession]
+    # Plain asyncpg connections for the hottest reads of requests (``Context.querying``).
+    read_pool: asyncpg.Pool
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -50,10 +54,17 @@ class Runtime:
             settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
         )
         reader = engine.execution_options(isolation_level="AUTOCOMMIT")
-        return cls(settings, engine, make_sessionmaker(engine), client, make_sessionmaker(reader))
+        pool = await make_read_pool(settings.database_url, settings.db_read_pool_size)
+        return cls(
+            settings, engine, make_sessionmaker(engine), client, make_sessionmaker(reader), pool
+        )
 
     async def close(self) -> None:
         await self.redis.aclose()
+        try:  # connections still checked out get 5 seconds to come back
+            await asyncio.wait_for(self.read_pool.close(), timeout=5)
+        except TimeoutError:
+            self.read_pool.terminate()
         await self.engine.dispose()
 
     @asynccontextmanager

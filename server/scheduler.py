@@ -31,8 +31,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy.engine import make_url
 
+from server.db import plain_dsn
 from server.settings import Settings
 
 log = structlog.get_logger("questline.scheduler")
@@ -86,13 +86,6 @@ LEADER_LOCK_KEY = int.from_bytes(
 
 # What a lost or unreachable database looks like (TimeoutError is an OSError).
 DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
-
-
-def plain_dsn(database_url: str) -> str:
-    """An asyncpg DSN from a SQLAlchemy URL (``postgresql+asyncpg://`` -> ``postgresql://``)."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(
-        hide_password=False
-    )
 
 
 class LeaderLock:
@@ -213,8 +206,11 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Lead or stand by until ``stop`` is set."""
-        log.info("scheduler started", jobs=[job.actor_name for job in self.jobs],
-                 timezone=str(self.timezone))
+        log.info(
+            "scheduler started",
+            jobs=[job.actor_name for job in self.jobs],
+            timezone=str(self.timezone),
+        )
         announced_standby = False
         try:
             while not stop.is_set():
@@ -227,8 +223,10 @@ class Scheduler:
                     await _wait(stop, self.retry_interval * 2)
                 else:
                     if not announced_standby:
-                        log.info("another scheduler leads; standing by",
-                                 retry_seconds=self.retry_interval)
+                        log.info(
+                            "another scheduler leads; standing by",
+                            retry_seconds=self.retry_interval,
+                        )
                         announced_standby = True
                     await _wait(stop, self.retry_interval)
         finally:

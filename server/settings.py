@@ -30,8 +30,13 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".questline")
     log_level: str = "INFO"
     log_json: bool = False
+    # One line per HTTP request from uvicorn. Off by default: the API already logs every
+    # failed (5xx) or slow (> 1 s) request with its request id, and counts all of them in
+    # /metrics; a line per request costs ~10% of the API's CPU at a few thousand requests/s.
+    access_log: bool = False
     db_pool_size: int = 20
     db_max_overflow: int = 10
+    db_read_pool_size: int = 10  # asyncpg connections for hot request reads, per process
     max_query_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 5000

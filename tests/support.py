@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncpg
 import redis.asyncio as aioredis
-from sqlalchemy.engine import make_url
 
 from server.cache import clear_all
+from server.db import plain_dsn
 
 # Rows the migrations insert and the tests must keep (reference data such as system accounts).
 KEEP_TABLES = {"alembic_version"}
-
-
-def plain_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def reset_database(url: str) -> None:

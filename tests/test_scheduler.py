@@ -20,17 +20,15 @@ from server.scheduler import (
     PeriodicJob,
     Scheduler,
     broker_sender,
-    plain_dsn,
 )
+from server.db import plain_dsn
 from server.settings import Settings
 
 
 def fast_scheduler(settings: Settings, jobs: list[PeriodicJob], send: Recorder) -> Scheduler:
     """A scheduler that retries and checks every 0.2 s instead of every few seconds."""
     assert settings.database_url
-    return Scheduler(
-        settings.database_url, jobs, send=send, retry_interval=0.2, check_interval=0.2
-    )
+    return Scheduler(settings.database_url, jobs, send=send, retry_interval=0.2, check_interval=0.2)
 
 
 class Recorder:
@@ -116,9 +114,7 @@ async def test_the_standby_takes_over_when_the_leader_connection_dies(
 
         admin = await asyncpg.connect(plain_dsn(settings.database_url))
         try:  # the leader's database session dies (a crash, a network cut, a restart)
-            assert await admin.fetchval(
-                "SELECT pg_terminate_backend($1)", first.lock.backend_pid
-            )
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", first.lock.backend_pid)
         finally:
             await admin.close()
 
@@ -159,8 +155,10 @@ async def test_the_lock_is_a_postgres_advisory_lock(settings: Settings) -> None:
 
 async def test_the_broker_sender_enqueues_by_actor_name(settings: Settings) -> None:
     send, jobs = broker_sender(
-        [PeriodicJob("system.ping", every=timedelta(hours=1), kwargs={"key": "k", "value": "v"}),
-         PeriodicJob("nothing.here", every=timedelta(hours=1))]
+        [
+            PeriodicJob("system.ping", every=timedelta(hours=1), kwargs={"key": "k", "value": "v"}),
+            PeriodicJob("nothing.here", every=timedelta(hours=1)),
+        ]
     )
     assert [job.actor_name for job in jobs] == ["system.ping"]  # unknown actors are skipped
     from server.tasks_entry import broker
