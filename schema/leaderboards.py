@@ -143,8 +143,8 @@ def faces_loader(ctx: Context) -> DataLoader[int, LeaderboardMember | None]:
     """Member id -> public face, ONE query per batch whatever the number of rows."""
 
     async def load(ids: list[int]) -> list[LeaderboardMember | None]:
-        async with ctx.reading() as session:
-            rows = await rawsql.fetch(session, FACES_SQL, ids)
+        async with ctx.querying() as connection:
+            rows = await rawsql.fetch(connection, FACES_SQL, ids)
         found = {}
         for row in rows:
             title = None
