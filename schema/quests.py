@@ -100,7 +100,25 @@ def _rewards(raw: list[dict[str, Any]]) -> list[QuestReward]:
     ]
 
 
+# QuestDef snapshots are shared (cached by quests.definitions until a quest changes), so their
+# GraphQL view is built once per snapshot, not once per event per quest: recordEvent returns a
+# view of every quest the event advanced.
+_views: dict[int, tuple[QuestDef, Quest]] = {}
+VIEWS_MAX = 10_000
+
+
 def quest_from_def(quest: QuestDef) -> Quest:
+    cached = _views.get(id(quest))
+    if cached is not None and cached[0] is quest:
+        return cached[1]
+    if len(_views) >= VIEWS_MAX:
+        _views.clear()
+    view = _quest_view(quest)
+    _views[id(quest)] = (quest, view)  # holding the snapshot keeps its id from being reused
+    return view
+
+
+def _quest_view(quest: QuestDef) -> Quest:
     return Quest(
         key=quest.key,
         name=quest.name,
@@ -121,7 +139,7 @@ def quest_from_def(quest: QuestDef) -> Quest:
 
 
 def quest_from_model(quest: QuestModel, min_tier: str | None) -> Quest:
-    return quest_from_def(definitions.quest_def_from_model(quest, min_tier_key=min_tier))
+    return _quest_view(definitions.quest_def_from_model(quest, min_tier_key=min_tier))
 
 
 @strawberry.type(description="A member's progress on a quest in one period.")
