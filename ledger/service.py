@@ -42,7 +42,7 @@ Rules worth knowing (the SQL of migration 0002 has the details)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -115,7 +115,9 @@ _PENDING = (
 )
 _SETTLE_PENDING = "SELECT o_status, o_tx, o_created_at FROM ledger_settle_pending($1, $2)"
 _REVERSE = "SELECT o_status, o_tx, o_created_at FROM ledger_reverse($1, $2, $3, $4, $5, $6)"
-_SETTLE = "SELECT o_lots, o_amount, o_candidates FROM ledger_settle_expirations($1, $2)"
+_SETTLE = (
+    "SELECT o_lots, o_amount, o_candidates, o_transactions FROM ledger_settle_expirations($1, $2)"
+)
 _VEST_DUE = "SELECT o_count, o_amount, o_candidates FROM ledger_vest_due($1, $2)"
 _BATCH = (
     "SELECT o_index, o_status, o_tx, o_created_at"
@@ -125,6 +127,10 @@ _BATCH = (
 # Emitted (delivered after commit) for every new credit of a member's available balance by
 # ``grant`` and ``post_batch``: leaderboards and live updates listen to it.
 CREDITED = "points.credited"
+# Emitted once per settlement batch with the ``expire`` transactions it wrote (``transactions``,
+# a list of ids): the webhooks' durable writer turns them into points.expired events in the
+# same transaction (webhooks.outbox).
+EXPIRED = "points.expired"
 
 
 def _posted(row: Any, *, not_found_field: str | None = None) -> Posted:
@@ -434,6 +440,8 @@ async def settle_expirations_batch(
     """Expire at most ``limit`` lots due by ``as_of`` (default and upper bound: now), in one
     set-based statement: one ``expire`` transaction per lot, keyed ``expire:lot:<id>``."""
     row = await fetchrow(session, _SETTLE, as_of_or_now(as_of), limit)
+    if row["o_transactions"]:
+        signals.emit(session, EXPIRED, transactions=list(row["o_transactions"]))
     return BatchOutcome(row["o_lots"], row["o_amount"], row["o_candidates"])
 
 
@@ -447,7 +455,7 @@ async def settle_expirations(
     """Settle every due lot in the caller's transaction, batch after batch. Workers prefer
     ``ledger.tasks.run_settle_expirations``, which commits after each batch. Stops when a batch
     settles nothing (a concurrent settler took those lots)."""
-    return await _drain(session, _SETTLE, as_of, batch_size, max_batches)
+    return await _drain(session, settle_expirations_batch, as_of, batch_size, max_batches)
 
 
 async def vest_pending_batch(
@@ -466,20 +474,24 @@ async def vest_pending(
     max_batches: int | None = None,
 ) -> Settlement:
     """Vest every due pending credit in the caller's transaction, batch after batch."""
-    return await _drain(session, _VEST_DUE, as_of, batch_size, max_batches)
+    return await _drain(session, vest_pending_batch, as_of, batch_size, max_batches)
 
 
 async def _drain(
-    session: AsyncSession, sql: str, as_of: datetime | None, size: int, max_batches: int | None
+    session: AsyncSession,
+    batch: Callable[[AsyncSession, datetime, int], Awaitable[BatchOutcome]],
+    as_of: datetime | None,
+    size: int,
+    max_batches: int | None,
 ) -> Settlement:
     when = as_of_or_now(as_of)
     count = amount = batches = 0
     while max_batches is None or batches < max_batches:
-        row = await fetchrow(session, sql, when, size)
+        outcome = await batch(session, when, size)
         batches += 1
-        count += row[0]
-        amount += row[1]
-        if row[0] == 0 or row[2] < size:
+        count += outcome.count
+        amount += outcome.amount
+        if outcome.count == 0 or outcome.candidates < size:
             break
     return Settlement(count, amount, batches)
 

@@ -12,9 +12,11 @@ How each event type is produced, and what that guarantees:
   one (or a rolled-back savepoint) never has. This covers member.registered, points.earned,
   badge.awarded, title.granted, tier.changed (upgrades and the retention job),
   quest.completed, redemption.created/fulfilled/cancelled and member.at_risk.
-- **In the business transaction, through a database trigger**: points.expired. Expiry
-  settlement is one set-based statement in the ledger's PL/pgSQL, so a trigger on the ledger's
-  ``expire`` transactions writes the event in that statement (migration ``0008``).
+- **In the business transaction, from one query per settlement batch**: points.expired. Expiry
+  settlement is one set-based statement in the ledger's PL/pgSQL that returns the ``expire``
+  transactions it wrote; the ledger emits them as one ``points.expired`` signal and the writer
+  below reads their postings and members with one query (migration ``0010``; it replaced a
+  row trigger that cost a function call per expired lot).
 - **From a scheduled scan**: points.expiring (``webhooks.announce_expiring``): lots that expire
   within ``QUESTLINE_WEBHOOK_EXPIRING_DAYS``, each announced once (``dedupe_key``).
 
@@ -64,6 +66,7 @@ TOPIC_EVENT_TYPES: dict[str, tuple[str, ...]] = {
     "redemption.created": ("redemption.created",),
     "redemption.fulfilled": ("redemption.fulfilled",),
     "redemption.cancelled": ("redemption.cancelled",),
+    "points.expired": ("points.expired",),
 }
 assert all(t in EVENT_TYPES for types in TOPIC_EVENT_TYPES.values() for t in types)
 
@@ -274,6 +277,34 @@ def _redemption(session: Session, batch: list[Signal]) -> list[OutboxEvent]:
     return events
 
 
+EXPIRED_SQL = """
+SELECT t.id, t.member_id, t.reference, t.created_at, p.currency, p.amount
+FROM transactions t JOIN postings p ON p.transaction_id = t.id AND p.amount > 0
+WHERE t.id = any($1::bigint[])
+ORDER BY t.id
+"""
+
+
+def _points_expired(session: Session, batch: list[Signal]) -> list[OutboxEvent]:
+    ids = [tx for s in batch for tx in s.payload["transactions"]]
+    return [
+        OutboxEvent(
+            "points.expired",
+            row["member_id"],
+            {
+                "currency": row["currency"],
+                "amount": row["amount"],
+                "transactionId": str(row["id"]),
+                "lotId": row["reference"].removeprefix("lot:")
+                if (row["reference"] or "").startswith("lot:")
+                else None,
+                "expiredAt": row["created_at"],
+            },
+        )
+        for row in _fetch(session, EXPIRED_SQL, ids)
+    ]
+
+
 MAPPERS: dict[str, Mapper] = {
     "points.credited": _points_earned,
     "event.recorded": _quest_completed,
@@ -285,6 +316,7 @@ MAPPERS: dict[str, Mapper] = {
     "redemption.created": _redemption,
     "redemption.fulfilled": _redemption,
     "redemption.cancelled": _redemption,
+    "points.expired": _points_expired,
 }
 assert MAPPERS.keys() == TOPIC_EVENT_TYPES.keys()
 
