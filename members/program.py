@@ -64,6 +64,11 @@ def _from_row(row: ProgramSettingsRow) -> Program:
     return Program(**{name: getattr(row, name) for name in PROGRAM_FIELDS})
 
 
+def cached_program() -> Program | None:
+    """The program settings if this process read them within the cache's TTL."""
+    return _cache.get("program")
+
+
 async def get_program(session: AsyncSession, *, fresh: bool = False) -> Program:
     cached = None if fresh else _cache.get("program")
     if cached is not None:

@@ -100,6 +100,11 @@ async def upsert_tier(session: AsyncSession, data: TierInput) -> Tier:
 _tiers_cache: TTLCache[str, list[Tier]] = TTLCache(seconds=5.0)
 
 
+def cached_tiers() -> list[Tier] | None:
+    """The tiers if this process read them within the cache's TTL (no session needed)."""
+    return _tiers_cache.get("all")
+
+
 async def list_tiers(session: AsyncSession, *, fresh: bool = False) -> list[Tier]:
     """All tiers, lowest rank first (detached snapshots: read them, do not modify them)."""
     cached = None if fresh else _tiers_cache.get("all")

@@ -15,7 +15,7 @@ from campaigns.models import Campaign as CampaignModel
 from schema.errors import UserError
 from schema.mutations import run_in_transaction
 from schema.permissions import IsAdmin
-from schema.program import Tier, tier_from_model, tiers_loader
+from schema.program import Tier, all_tiers, tier_from_model
 
 
 @strawberry.type(
@@ -39,7 +39,7 @@ class Campaign:
     async def min_tier(self, info: Info) -> Tier | None:
         if self.min_tier_id is None:
             return None
-        tiers = await info.context.loader("tiers", tiers_loader).load("all")
+        tiers = await all_tiers(info.context)
         found = next((t for t in tiers if t.id == self.min_tier_id), None)
         return tier_from_model(found) if found else None
 

@@ -183,6 +183,22 @@ def tiers_loader(ctx: Context) -> DataLoader[str, list[TierModel]]:
     return DataLoader(load_fn=load)
 
 
+async def all_tiers(ctx: Context) -> list[TierModel]:
+    """Every tier, lowest first: the process cache when fresh (most requests), else one
+    query per request through the loader."""
+    cached = tier_service.cached_tiers()
+    if cached is not None:
+        return cached
+    return await ctx.loader("tiers", tiers_loader).load("all")
+
+
+async def program_settings(ctx: Context) -> program_service.Program:
+    cached = program_service.cached_program()
+    if cached is not None:
+        return cached
+    return await ctx.loader("program", program_loader).load("program")
+
+
 def program_loader(ctx: Context) -> DataLoader[str, program_service.Program]:
     async def load(keys: list[str]) -> list[program_service.Program]:
         async with ctx.reading() as session:
@@ -210,13 +226,13 @@ class MemberTierFields:
 
     @strawberry.field(description="The member's current tier (null before the first one).")
     async def tier(self, info: Info) -> Tier | None:
-        tiers = await info.context.loader("tiers", tiers_loader).load("all")
+        tiers = await all_tiers(info.context)
         found = next((t for t in tiers if t.id == self.tier_id), None)
         return tier_from_model(found) if found else None
 
     @strawberry.field(description="xp needed for the next tier.")
     async def tier_progress(self, info: Info) -> TierProgress:
-        tiers = await info.context.loader("tiers", tiers_loader).load("all")
+        tiers = await all_tiers(info.context)
         async with info.context.querying() as session:
             progress = await tier_service.progress_for(
                 session, self.db_id, self.tier_id, tiers, datetime.now(UTC)
@@ -230,7 +246,7 @@ class MemberTierFields:
 
     @strawberry.field(description="Every tier change of the member, newest first.")
     async def tier_history(self, info: Info) -> list[TierChange]:
-        tiers = await info.context.loader("tiers", tiers_loader).load("all")
+        tiers = await all_tiers(info.context)
         by_id = {t.id: tier_from_model(t) for t in tiers}
         async with info.context.reading() as session:
             changes = await tier_service.tier_history(session, self.db_id)
@@ -247,7 +263,7 @@ class MemberTierFields:
 
     @strawberry.field(description="NEW, ENGAGED, RETAINED, LOYAL, AT_RISK or LAPSED.")
     async def lifecycle_stage(self, info: Info) -> str:
-        settings = await info.context.loader("program", program_loader).load("program")
+        settings = await program_settings(info.context)
         return stage_of(
             self.joined_at_value, self.last_active_value, datetime.now(UTC), settings
         ).value

@@ -27,7 +27,7 @@ from schema.errors import UserError, forbidden
 from schema.mutations import run_in_transaction
 from schema.pagination import Connection, build_connection, decode_int_cursor, page_size
 from schema.permissions import IsAdmin, IsAuthenticated, IsMember, principal_of
-from schema.program import Tier, tier_from_model, tiers_loader
+from schema.program import Tier, all_tiers, tier_from_model
 from server.auth import Role
 from server.errors import DomainError, not_found
 
@@ -141,7 +141,7 @@ class CatalogItem:
     async def min_tier(self, info: Info) -> Tier | None:
         if self.min_tier_id is None:
             return None
-        tiers = await info.context.loader("tiers", tiers_loader).load("all")
+        tiers = await all_tiers(info.context)
         found = next((t for t in tiers if t.id == self.min_tier_id), None)
         return tier_from_model(found) if found else None
 
