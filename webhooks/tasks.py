@@ -4,7 +4,7 @@
   and again, delayed, for each retry). Dramatiq's own retries are off: the retry schedule is
   the delivery's (``webhooks.delivery``), kept in the database.
 - ``webhooks.retry_due`` (every minute): whatever is due and was not sent (a lost message, a
-  crashed worker, events written by the database trigger or a scan).
+  crashed worker, events written by settlement or a scan).
 - ``webhooks.announce_expiring`` (hourly): points.expiring events.
 - ``webhooks.prune`` (daily): finished deliveries older than the retention period.
 
