@@ -13,11 +13,13 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Identity,
+    Index,
     Integer,
     Numeric,
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -26,6 +28,11 @@ from server.db import Base
 
 class Member(Base):
     __tablename__ = "members"
+    # Suspended members are few and looked up often (every API process refreshes the set it
+    # hides from leaderboards every few seconds): a partial index, not a scan of every member.
+    __table_args__ = (
+        Index("ix_members_suspended", "id", postgresql_where=text("status = 'suspended'")),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     external_id: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
