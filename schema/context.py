@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
+from schema.errors import is_unavailable
 from server.auth import ANONYMOUS, Principal
 from server.runtime import Runtime
 
@@ -92,6 +93,12 @@ class Context:
             except asyncio.CancelledError:
                 # interrupted mid-query: the connection is mid-protocol, never reuse it
                 self._raw.terminate()
+                raise
+            except Exception as error:
+                if is_unavailable(error):
+                    # the server went away (a restart): every idle connection of the pool is
+                    # dead too; have them all replaced rather than failing one request each
+                    await pool.expire_connections()
                 raise
 
     @asynccontextmanager

@@ -59,7 +59,7 @@ def should_mask_error(error: GraphQLError) -> bool:
         error.extensions = {**(error.extensions or {}), "code": original.code.value}
         error.message = original.message
         return False
-    if _is_unavailable(original):  # the database is down or restarting: a client can retry
+    if is_unavailable(original):  # the database is down or restarting: a client can retry
         log.warning("database unavailable", path=error.path, error=str(original)[:200])
         error.extensions = {**(error.extensions or {}), "code": "UNAVAILABLE"}
         error.message = "the service is temporarily unavailable; retry shortly"
@@ -77,7 +77,7 @@ _UNAVAILABLE = (
 )
 
 
-def _is_unavailable(error: BaseException) -> bool:
+def is_unavailable(error: BaseException) -> bool:
     """Whether the failure is the database being unreachable (not a bug in the request):
     looks through SQLAlchemy's wrapping and the exception chain."""
     seen: set[int] = set()

@@ -100,6 +100,8 @@ class Traffic:
     transport_errors: list[str] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     serial: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    reads_ok: int = 0  # reads answered with data (the API's plain asyncpg read pool)
+    reads_refused: int = 0
 
 
 async def client(http: httpx.AsyncClient, token: str, traffic: Traffic, stop: asyncio.Event):
@@ -140,6 +142,32 @@ async def client(http: httpx.AsyncClient, token: str, traffic: Traffic, stop: as
             await asyncio.sleep(0.05)  # a real client backs off too
 
 
+READ = '{ member(externalId: "pg-alice") { externalId balance } }'
+
+
+async def reader(http: httpx.AsyncClient, token: str, traffic: Traffic, stop: asyncio.Event):
+    """Reads through the API's read pool: UNAVAILABLE while the database is down (never a
+    500 or a stack trace), answers again once it is back."""
+    while not stop.is_set():
+        try:
+            response = await http.post(
+                "/graphql", json={"query": READ}, headers={"Authorization": f"Bearer {token}"}
+            )
+        except httpx.HTTPError:
+            await asyncio.sleep(0.05)
+            continue
+        assert response.status_code < 500, response.text
+        assert not LEAK.search(response.text), response.text
+        body = response.json()
+        if (body.get("data") or {}).get("member") and not body.get("errors"):
+            traffic.reads_ok += 1
+        else:
+            codes = {(e.get("extensions") or {}).get("code") for e in body.get("errors") or []}
+            assert codes == {"UNAVAILABLE"}, body
+            traffic.reads_refused += 1
+            await asyncio.sleep(0.05)
+
+
 async def readiness(http: httpx.AsyncClient) -> tuple[int, dict[str, Any]]:
     response = await http.get("/readyz")
     return response.status_code, response.json()
@@ -178,7 +206,7 @@ async def test_api_recovers_from_a_postgres_restart_without_losing_acknowledged_
             stop = asyncio.Event()
             clients = [
                 asyncio.create_task(client(http, token, traffic, stop)) for _ in range(CLIENTS)
-            ]
+            ] + [asyncio.create_task(reader(http, token, traffic, stop)) for _ in range(2)]
             try:
                 await wait_until("grants before the restart", _count(traffic, 20), 20)
                 before_restart = len(traffic.acknowledged)
@@ -207,11 +235,18 @@ async def test_api_recovers_from_a_postgres_restart_without_losing_acknowledged_
                     _count(traffic, acknowledged_while_down + GRANTS_AFTER_RECOVERY),
                     RECOVERY_TIMEOUT,
                 )
+                reads_after_recovery = traffic.reads_ok
+
+                async def reads_answer_again() -> bool:
+                    return traffic.reads_ok >= reads_after_recovery + 10
+
+                await wait_until("reads to succeed again", reads_answer_again, RECOVERY_TIMEOUT)
             finally:
                 stop.set()
                 await asyncio.gather(*clients)
 
     assert before_restart >= 20
+    assert traffic.reads_refused > 0, "no read failed while the database was down"
     stored = await stored_keys(own_postgres.database_url, traffic.acknowledged)
     lost = sorted(set(traffic.acknowledged) - stored)
     assert not lost, f"acknowledged grants missing after the restart: {lost}"
