@@ -14,6 +14,7 @@ import pytest
 from dramatiq.brokers.redis import RedisBroker
 
 from server.broker import ACTOR_NAME_PATTERN
+from server.db import plain_dsn
 from server.scheduler import (
     LEADER_LOCK_KEY,
     PERIODIC_JOBS,
@@ -21,7 +22,6 @@ from server.scheduler import (
     Scheduler,
     broker_sender,
 )
-from server.db import plain_dsn
 from server.settings import Settings
 
 
