@@ -83,24 +83,10 @@ class DemoTier:
 
 DEMO_TIERS: tuple[DemoTier, ...] = (
     DemoTier("bronze", "Bronze", 0, 0, 1.0, None, ("Birthday drink",)),
-    DemoTier(
-        "silver",
-        "Silver",
-        1,
-        1_000,
-        1.25,
-        500,
-        ("Birthday drink", "Free oat milk", "25% more points"),
-    ),
-    DemoTier(
-        "gold",
-        "Gold",
-        2,
-        5_000,
-        1.5,
-        2_500,
-        ("Birthday drink", "Free oat milk", "50% more points", "Members-only tastings"),
-    ),
+    DemoTier("silver", "Silver", 1, 1_000, 1.25, 500,
+             ("Birthday drink", "Free oat milk", "25% more points")),
+    DemoTier("gold", "Gold", 2, 5_000, 1.5, 2_500,
+             ("Birthday drink", "Free oat milk", "50% more points", "Members-only tastings")),
 )
 
 

@@ -87,9 +87,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("key", name="uq_quests_key"),
     )
     op.create_index(
-        "ix_quests_event_type_active",
-        "quests",
-        ["event_type"],
+        "ix_quests_event_type_active", "quests", ["event_type"],
         postgresql_where=sa.text("active"),
     )
     op.create_table(
@@ -125,7 +123,9 @@ def upgrade() -> None:
             "member_id", "quest_id", "period_start", name="uq_quest_progress_member_period"
         ),
     )
-    op.create_index("ix_quest_progress_member_id", "quest_progress", ["member_id", "period_end"])
+    op.create_index(
+        "ix_quest_progress_member_id", "quest_progress", ["member_id", "period_end"]
+    )
     op.create_table(
         "check_in_rewards",
         sa.Column("day", sa.Integer(), nullable=False),
