@@ -252,7 +252,11 @@ class WebhookMutations:
         )
 
         async def work(session: AsyncSession) -> UpsertWebhookPayload:
-            model = await service.upsert_webhook(session, data)
+            model = await service.upsert_webhook(
+                session,
+                data,
+                allow_private=info.context.runtime.settings.webhook_allow_private_addresses,
+            )
             return UpsertWebhookPayload(webhook=webhook_from_model(model), errors=[])
 
         return await run_in_transaction(

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     webhook_backoff_max_seconds: float = 6 * 3600.0
     webhook_expiring_days: int = 7  # points.expiring is announced this many days ahead
     webhook_retention_days: int = 30  # finished deliveries and their events are kept so long
+    # Deliveries to private, loopback and link-local addresses (see webhooks.addresses):
+    # refused unless this is true (development and tests, whose receivers run locally).
+    webhook_allow_private_addresses: bool = False
 
 
 @lru_cache(maxsize=1)

@@ -58,6 +58,9 @@ os.environ["QUESTLINE_REDIS_URL"] = TEST_REDIS_URL
 os.environ["QUESTLINE_BROKER_URL"] = TEST_REDIS_URL
 os.environ.setdefault("QUESTLINE_JWT_SECRET", "test-secret-" + secrets.token_hex(16))
 os.environ["QUESTLINE_DATA_DIR"] = str(_TMP / "data")
+# The webhook tests' receivers run on 127.0.0.1; tests/webhooks/test_addresses.py checks the
+# production default (private addresses refused) with settings of its own.
+os.environ["QUESTLINE_WEBHOOK_ALLOW_PRIVATE_ADDRESSES"] = "true"
 
 
 async def _create_database() -> None:

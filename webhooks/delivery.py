@@ -45,6 +45,7 @@ import structlog
 from server import rawsql
 from server.runtime import Runtime
 from server.settings import Settings
+from webhooks.addresses import AddressRefused, Target, pinned_target
 from webhooks.outbox import dumps
 
 log = structlog.get_logger("questline.webhooks.delivery")
@@ -205,10 +206,13 @@ def _error_text(value: str) -> str:
     return value if len(value) <= ERROR_TEXT_LIMIT else value[: ERROR_TEXT_LIMIT - 1] + "…"
 
 
-async def attempt(client: httpx.AsyncClient, claim: Claim, deadline: float) -> AttemptResult:
+async def attempt(
+    client: httpx.AsyncClient, claim: Claim, deadline: float, *, allow_private: bool = False
+) -> AttemptResult:
     """One signed POST within ``deadline`` seconds overall (the client's own timeouts bound
     each read; this also bounds a receiver that trickles its answer). Never raises: a failure
-    is the result."""
+    is the result. Unless ``allow_private``, the host must resolve to public addresses only,
+    and the request goes to the address that was checked (webhooks.addresses)."""
     body = claim.body
     timestamp = int(time.time())
     headers = {
@@ -225,7 +229,14 @@ async def attempt(client: httpx.AsyncClient, claim: Claim, deadline: float) -> A
     error: str | None = None
     try:
         async with asyncio.timeout(deadline):
-            async with client.stream("POST", claim.url, content=body, headers=headers) as reply:
+            target = Target(claim.url) if allow_private else await pinned_target(claim.url)
+            async with client.stream(
+                "POST",
+                target.url,
+                content=body,
+                headers={**headers, **target.headers},
+                extensions=target.extensions,
+            ) as reply:
                 status = reply.status_code
                 if not 200 <= status < 300:
                     snippet = b""
@@ -235,6 +246,8 @@ async def attempt(client: httpx.AsyncClient, claim: Claim, deadline: float) -> A
                             break
                     text = snippet.decode(errors="replace").strip()
                     error = _error_text(f"HTTP {status}" + (f": {text}" if text else ""))
+    except AddressRefused as exc:
+        error = _error_text(f"refused: {exc}")
     except TimeoutError:
         error = "timed out"
     except httpx.TimeoutException as exc:
@@ -317,12 +330,13 @@ async def deliver(
     http = client or new_client(runtime.settings)
     limit = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
     deadline = runtime.settings.webhook_timeout_seconds * 2
+    allow_private = runtime.settings.webhook_allow_private_addresses
 
     async def one(item: Claim) -> AttemptResult:
         if not item.active:
             return AttemptResult(item, None, "endpoint deactivated", 0)
         async with limit:
-            return await attempt(http, item, deadline)
+            return await attempt(http, item, deadline, allow_private=allow_private)
 
     try:
         results = list(await asyncio.gather(*(one(item) for item in claims)))

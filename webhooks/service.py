@@ -20,6 +20,7 @@ from server import rawsql
 from server.errors import DomainError, ErrorCode, invalid, not_found
 from server.runtime import after_commit
 from webhooks import outbox
+from webhooks.addresses import literal_refusal
 from webhooks.events import EVENT_TYPES
 from webhooks.models import DELIVERY_STATUSES, Webhook, WebhookDeliveryAttempt
 
@@ -36,7 +37,7 @@ class WebhookInput:
     active: bool = True
 
 
-def validate_url(url: str) -> str:
+def validate_url(url: str, *, allow_private: bool = False) -> str:
     url = url.strip()
     if not url or len(url) > MAX_URL_LENGTH:
         raise invalid(f"url must be 1 to {MAX_URL_LENGTH} characters", "url")
@@ -51,6 +52,9 @@ def validate_url(url: str) -> str:
         raise invalid("url must be an absolute http:// or https:// URL", "url")
     if port == 0:
         raise invalid("url has an invalid port", "url")
+    refusal = None if allow_private else literal_refusal(url)
+    if refusal is not None:
+        raise invalid(f"url must point to a public address: {refusal}", "url")
     return url
 
 
@@ -76,9 +80,12 @@ def validate_secret(secret: str) -> str:
     return secret
 
 
-async def upsert_webhook(session: AsyncSession, data: WebhookInput) -> Webhook:
-    """Create the endpoint for ``data.url`` or replace its events, secret and state."""
-    url = validate_url(data.url)
+async def upsert_webhook(
+    session: AsyncSession, data: WebhookInput, *, allow_private: bool = False
+) -> Webhook:
+    """Create the endpoint for ``data.url`` or replace its events, secret and state.
+    ``allow_private``: accept localhost and private IP literals (see webhooks.addresses)."""
+    url = validate_url(data.url, allow_private=allow_private)
     values = {
         "events": validate_events(data.events),
         "secret": validate_secret(data.secret),

@@ -132,6 +132,7 @@ async def subscribe(
             service.WebhookInput(
                 url=url, events=events or list(EVENT_TYPES), secret=secret, active=active
             ),
+            allow_private=runtime.settings.webhook_allow_private_addresses,
         )
 
 
