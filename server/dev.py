@@ -246,7 +246,8 @@ def run_dev(urls: ServiceUrls, *, host: str, port: int, seed: Callable[[], Any])
     seed()
 
     # development: webhook receivers usually run on this machine (webhooks.addresses)
-    supervisor = Supervisor({"QUESTLINE_WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true", **child_env(urls)})
+    env = {"QUESTLINE_WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true", **child_env(urls)}
+    supervisor = Supervisor(env)
     try:
         api = supervisor.start("api", api_command(host, port))
         supervisor.start("worker", worker_command(processes=1, threads=4,
