@@ -176,6 +176,9 @@ async def apply(
     """Apply ``facts`` and publish ``(channel, message)`` pairs in ONE round trip."""
     if not facts and not publish:
         return
+    if not facts and len(publish) == 1:  # one message (a member's live update): no pipeline
+        await client.publish(*publish[0])
+        return
     keys, args = add_args(facts)
     pipe = client.pipeline(transaction=False)
     if facts:
