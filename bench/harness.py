@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from server.db import plain_dsn  # noqa: E402
 from server.embedded import resolve_services  # noqa: E402
 from server.migrate import upgrade_head  # noqa: E402
 from server.settings import Settings  # noqa: E402
@@ -45,19 +46,12 @@ class Servers:
     redis_url: str
 
 
-def _plain(url: str, database: str | None = None) -> str:
-    parsed = make_url(url).set(drivername="postgresql")
-    if database:
-        parsed = parsed.set(database=database)
-    return parsed.render_as_string(hide_password=False)
-
-
 @contextlib.contextmanager
 def scratch_servers(prefix: str) -> Iterator[Servers]:
     """A fresh, migrated database on the configured (or embedded) server; dropped at exit."""
     urls = resolve_services(Settings())
     name = f"questline_bench_{prefix}_{secrets.token_hex(3)}"
-    admin = _plain(urls.database_url)
+    admin = plain_dsn(urls.database_url)
 
     async def run(sql: str) -> None:
         conn = await asyncpg.connect(admin)
@@ -291,7 +285,7 @@ async def _python_load(
 
 @contextlib.asynccontextmanager
 async def connect(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(_plain(database_url))
+    conn = await asyncpg.connect(plain_dsn(database_url))
     try:
         yield conn
     finally:

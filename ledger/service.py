@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -79,6 +80,7 @@ __all__ = [
     "balances_for_members",
     "credit_pending",
     "deduct",
+    "drain",
     "expiring_lots",
     "expiring_lots_for_members",
     "get_transaction",
@@ -455,7 +457,7 @@ async def settle_expirations(
     """Settle every due lot in the caller's transaction, batch after batch. Workers prefer
     ``ledger.tasks.run_settle_expirations``, which commits after each batch. Stops when a batch
     settles nothing (a concurrent settler took those lots)."""
-    return await _drain(session, settle_expirations_batch, as_of, batch_size, max_batches)
+    return await drain(partial(settle_expirations_batch, session), as_of, batch_size, max_batches)
 
 
 async def vest_pending_batch(
@@ -474,20 +476,22 @@ async def vest_pending(
     max_batches: int | None = None,
 ) -> Settlement:
     """Vest every due pending credit in the caller's transaction, batch after batch."""
-    return await _drain(session, vest_pending_batch, as_of, batch_size, max_batches)
+    return await drain(partial(vest_pending_batch, session), as_of, batch_size, max_batches)
 
 
-async def _drain(
-    session: AsyncSession,
-    batch: Callable[[AsyncSession, datetime, int], Awaitable[BatchOutcome]],
+async def drain(
+    batch: Callable[[datetime, int], Awaitable[BatchOutcome]],
     as_of: datetime | None,
     size: int,
-    max_batches: int | None,
+    max_batches: int | None = None,
 ) -> Settlement:
+    """Run ``batch(as_of, size)`` until a batch settles nothing or comes back short (the rest
+    was taken by a concurrent settler), at most ``max_batches`` times. Where the batches
+    commit is the caller's choice (``ledger.tasks`` commits each one)."""
     when = as_of_or_now(as_of)
     count = amount = batches = 0
     while max_batches is None or batches < max_batches:
-        outcome = await batch(session, when, size)
+        outcome = await batch(when, size)
         batches += 1
         count += outcome.count
         amount += outcome.amount

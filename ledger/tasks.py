@@ -9,7 +9,10 @@ most one batch (which the next run redoes). The scheduler sends both hourly by d
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 import server.broker  # noqa: F401  (configures the global broker before actors are declared)
 from ledger import service
@@ -19,22 +22,18 @@ from server.runtime import Runtime
 
 
 async def _drain(
-    runtime: Runtime, kind: str, as_of: datetime | None, batch_size: int
+    runtime: Runtime,
+    batch: Callable[[AsyncSession, datetime, int], Awaitable[BatchOutcome]],
+    as_of: datetime | None,
+    batch_size: int,
 ) -> Settlement:
-    count = amount = batches = 0
-    when = service.as_of_or_now(as_of)
-    while True:
+    """``service.drain`` with every batch in a transaction of its own."""
+
+    async def committed(when: datetime, size: int) -> BatchOutcome:
         async with runtime.transaction() as session:
-            outcome: BatchOutcome
-            if kind == "expire":
-                outcome = await service.settle_expirations_batch(session, when, batch_size)
-            else:
-                outcome = await service.vest_pending_batch(session, when, batch_size)
-        batches += 1
-        count += outcome.count
-        amount += outcome.amount
-        if outcome.count == 0 or outcome.candidates < batch_size:
-            return Settlement(count, amount, batches)
+            return await batch(session, when, size)
+
+    return await service.drain(committed, as_of, batch_size)
 
 
 async def run_settle_expirations(
@@ -43,7 +42,7 @@ async def run_settle_expirations(
     batch_size: int = service.DEFAULT_BATCH_SIZE,
 ) -> Settlement:
     """Expire every lot due by ``as_of`` (default now), committing after each batch."""
-    return await _drain(runtime, "expire", as_of, batch_size)
+    return await _drain(runtime, service.settle_expirations_batch, as_of, batch_size)
 
 
 async def run_vest_pending(
@@ -52,7 +51,7 @@ async def run_vest_pending(
     batch_size: int = service.DEFAULT_BATCH_SIZE,
 ) -> Settlement:
     """Vest every pending credit due by ``as_of`` (default now), committing after each batch."""
-    return await _drain(runtime, "vest", as_of, batch_size)
+    return await _drain(runtime, service.vest_pending_batch, as_of, batch_size)
 
 
 def _parse(as_of: str | None) -> datetime | None:

@@ -78,28 +78,14 @@ class Context:
         """The request's plain asyncpg connection (autocommit), for one resolver at a time."""
         pool = self.runtime.read_pool
         if self._closed:  # as in reading(): a late DataLoader batch gets its own
-            async with pool.acquire() as connection:
-                try:
-                    yield connection
-                except asyncio.CancelledError:
-                    connection.terminate()
-                    raise
+            async with pool.acquire() as connection, _guarded(pool, connection):
+                yield connection
             return
         async with self._raw_lock:
             if self._raw is None:
                 self._raw = await pool.acquire()
-            try:
+            async with _guarded(pool, self._raw):
                 yield self._raw
-            except asyncio.CancelledError:
-                # interrupted mid-query: the connection is mid-protocol, never reuse it
-                self._raw.terminate()
-                raise
-            except Exception as error:
-                if is_unavailable(error):
-                    # the server went away (a restart): every idle connection of the pool is
-                    # dead too; have them all replaced rather than failing one request each
-                    await pool.expire_connections()
-                raise
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -125,3 +111,20 @@ class Context:
                 else:
                     await self._read_session.close()
                 self._read_session = None
+
+
+@asynccontextmanager
+async def _guarded(pool: Any, connection: Any) -> AsyncIterator[None]:
+    """What a failure while using a read-pool connection means for the pool."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        # interrupted mid-query: the connection is mid-protocol, never reuse it
+        connection.terminate()
+        raise
+    except Exception as error:
+        if is_unavailable(error):
+            # the server went away (a restart): every idle connection of the pool is dead
+            # too; have them all replaced rather than failing one request each
+            await pool.expire_connections()
+        raise

@@ -133,12 +133,15 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         own = runtime is None
         app.state.runtime = runtime or await Runtime.start(settings)
         live_updates.bind(app.state.runtime)  # leaderboards and subscriptions after commits
-        # Everything built at start-up (schema, modules, pools) lives as long as the process:
-        # moved out of the collector's sight, it is no longer scanned by every full
-        # collection, which otherwise stalled requests for tens of milliseconds (top-10
-        # leaderboard p99 went from ~150 to ~60 ms under load).
-        gc.collect()
-        gc.freeze()
+        if own:
+            # The app owns its process (``questline serve``): what was built at start-up
+            # (schema, modules, pools) lives as long as the process. Moved out of the
+            # collector's sight, it is no longer scanned by every full collection, which
+            # otherwise stalled requests for tens of milliseconds (top-10 leaderboard p99 went
+            # from ~150 to ~60 ms under load). An app on a borrowed runtime (tests, embedding)
+            # freezes nothing: there, objects alive now may be garbage later.
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

@@ -79,26 +79,20 @@ def issue_token(
     return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM)
 
 
-# Verified tokens -> (expiry as a Unix time, principal). A member's client sends the same token
-# with every request until it expires; checking its signature again each time costs more CPU
-# than a whole cached GraphQL query. A token is immutable and the cache is keyed by the secret
-# too, so a hit is exactly what verifying would return, until ``exp``.
-_verified: dict[tuple[str, str], tuple[float, Principal]] = {}
-VERIFIED_TOKENS_MAX = 100_000
+# Verified tokens, each kept until its own ``exp``. A member's client sends the same token with
+# every request until it expires; checking its signature again each time costs more CPU than a
+# whole cached GraphQL query. A token is immutable and the cache is keyed by the secret too, so
+# a hit is exactly what verifying would return.
+_verified: TTLCache[tuple[str, str], Principal] = TTLCache(seconds=0.0, max_entries=100_000)
 
 
 def decode_token(settings: Settings, token: str) -> Principal:
     key = (settings.jwt_secret, token)
     hit = _verified.get(key)
     if hit is not None:
-        if time.time() < hit[0]:
-            return hit[1]
-        del _verified[key]
+        return hit
     principal, expires = _verify(settings, token)
-    if len(_verified) >= VERIFIED_TOKENS_MAX:
-        _verified.clear()
-    _verified[key] = (expires, principal)
-    return principal
+    return _verified.put(key, principal, seconds=expires - time.time())
 
 
 def _verify(settings: Settings, token: str) -> tuple[Principal, float]:

@@ -26,10 +26,13 @@ class TTLCache(Generic[K, V]):
             return None
         return entry[1]
 
-    def put(self, key: K, value: V) -> V:
+    def put(self, key: K, value: V, seconds: float | None = None) -> V:
+        """Keep ``value`` for the cache's TTL, or for ``seconds`` when given (an entry that
+        knows its own lifetime, such as a token until its expiry)."""
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
-        self._entries[key] = (time.monotonic() + self.seconds, value)
+        lifetime = self.seconds if seconds is None else seconds
+        self._entries[key] = (time.monotonic() + lifetime, value)
         return value
 
     def clear(self) -> None:

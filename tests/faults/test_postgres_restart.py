@@ -32,6 +32,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from ledger.verify import verify_database_url
+from server.db import plain_dsn
 from server.migrate import upgrade_head
 from tests.api import admin_token
 from tests.faults.conftest import api_process
@@ -262,8 +263,7 @@ def _count(traffic: Traffic, at_least: int) -> Any:
 
 
 async def stored_keys(database_url: str, keys: list[str]) -> set[str]:
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(plain_dsn(database_url))
     try:
         rows = await conn.fetch(
             "SELECT idempotency_key FROM transactions WHERE idempotency_key = ANY($1::text[])",
