@@ -50,6 +50,7 @@ from ledger.models import Currency
 from members.models import Member
 from members.program import get_program
 from quests.definitions import validate_event_type
+from server import public_cache
 from server.cache import TTLCache
 from server.errors import DomainError, ErrorCode, invalid, not_found
 from server.runtime import Runtime
@@ -404,8 +405,10 @@ _windows: TTLCache[tuple[str, int, tuple[int, ...]], store.Window] = TTLCache(
 
 
 def forget_windows() -> None:
-    """Drop the cached top rows (boards changed in this process)."""
+    """Drop the cached top rows, and the public responses built from them (boards changed in
+    this process)."""
     _windows.clear()
+    public_cache.forget()
 
 
 def check_first(first: int) -> int:

@@ -10,7 +10,9 @@ whole cached ``{ __typename }`` query. So what we add around an operation lives 
 - the cost re-count with the request's variables (``schema.cost.variable_cost_error``);
 - error masking with ``schema.errors.should_mask_error`` (what ``MaskErrors`` does; no
   incremental delivery is enabled, so there are no streamed results to mask);
-- closing the request's read session once the operation has finished.
+- closing the request's read session once the operation has finished;
+- marking an anonymous query made only of public root fields as reusable for a moment
+  (``server.public_cache``; the HTTP endpoint keeps the response).
 
 strawberry's ``ParserCache`` and ``ValidationCache`` stay as they are, next to this one.
 """
@@ -19,12 +21,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
-from graphql import ASTValidationRule, GraphQLError
+from graphql import ASTValidationRule, FieldNode, GraphQLError, get_operation_ast
 from graphql import ExecutionResult as GraphQLExecutionResult
 from strawberry.extensions import SchemaExtension
-from strawberry.types import ExecutionResult
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from schema.cost import variable_cost_error
+from server import public_cache
+from server.auth import ANONYMOUS
 
 MASKED_MESSAGE = "Unexpected error."
 
@@ -54,8 +59,11 @@ class RequestPolicy(SchemaExtension):
             if close is not None:
                 await close()
         result = context.result
-        if isinstance(result, GraphQLExecutionResult | ExecutionResult) and result.errors:
-            result.errors = [self._masked(error) for error in result.errors]
+        if isinstance(result, GraphQLExecutionResult | ExecutionResult):
+            if result.errors:
+                result.errors = [self._masked(error) for error in result.errors]
+            else:
+                _mark_public(context)
 
     def on_execute(self) -> Iterator[None]:
         context = self.execution_context
@@ -76,3 +84,28 @@ class RequestPolicy(SchemaExtension):
             path=error.path,
             original_error=None,
         )
+
+
+def _mark_public(execution: ExecutionContext) -> None:
+    """An anonymous HTTP query whose root fields are all public: tell the endpoint how long
+    its response may be reused (``request.state.public_max_age``)."""
+    request = getattr(execution.context, "request", None)
+    if (
+        getattr(execution.context, "principal", None) is not ANONYMOUS
+        or request is None
+        or request.scope.get("type") != "http"
+        or execution.graphql_document is None
+        or execution.operation_type is not OperationType.QUERY
+    ):
+        return
+    operation = get_operation_ast(execution.graphql_document, execution.operation_name)
+    if operation is None:
+        return
+    names = []
+    for node in operation.selection_set.selections:
+        if not isinstance(node, FieldNode):  # fragments at the root: not worth resolving
+            return
+        names.append(node.name.value)
+    age = public_cache.max_age(names)
+    if age > 0:
+        request.state.public_max_age = age

@@ -28,10 +28,14 @@ from schema.errors import ClientError, UserError
 from schema.members import member_by_external_id_loader
 from schema.mutations import run_in_transaction
 from schema.permissions import IsAdmin
-from server import rawsql
+from server import public_cache, rawsql
 from server.cache import TTLCache
 
 UNAVAILABLE = "UNAVAILABLE"
+
+# An anonymous read of a board (no `me`) is the same for everyone: its whole response may be
+# served again for as long as the board's rows are cached (server.public_cache).
+public_cache.register("leaderboard", boards.WINDOW_CACHE_SECONDS)
 
 
 @strawberry.enum(description="What a board counts.")

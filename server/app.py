@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -24,7 +24,7 @@ from leaderboards import updates as live_updates
 from leaderboards.live import close_hubs
 from schema.context import Context
 from schema.root import build_schema
-from server import ratelimit
+from server import public_cache, ratelimit
 from server.auth import ANONYMOUS, AuthError, Principal, authenticate
 from server.observability import RequestContextMiddleware, configure_logging, metrics_endpoint
 from server.runtime import Runtime
@@ -59,12 +59,19 @@ class QuestlineGraphQL(GraphQL[Context, None]):
         return None
 
 
-def unauthenticated_response(message: str) -> JSONResponse:
+def error_response(
+    message: str, code: str, status: int, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """A GraphQL-shaped refusal made before GraphQL runs."""
     return JSONResponse(
-        {"data": None, "errors": [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]},
-        status_code=401,
-        headers={"WWW-Authenticate": "Bearer"},
+        {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]},
+        status_code=status,
+        headers=headers,
     )
+
+
+def unauthenticated_response(message: str) -> JSONResponse:
+    return error_response(message, "UNAUTHENTICATED", 401, {"WWW-Authenticate": "Bearer"})
 
 
 class GraphQLEndpoint:
@@ -96,7 +103,91 @@ class GraphQLEndpoint:
                 await ratelimit.refusal(decision)(scope, receive, send)
                 return
             send = ratelimit.with_headers(send, decision)
+            if scope["method"] == "POST":
+                body = await read_body(request, runtime.settings.max_request_bytes)
+                if body is None:
+                    await too_large_response(runtime.settings.max_request_bytes)(
+                        scope, receive, send
+                    )
+                    return
+                if principal is ANONYMOUS and runtime.settings.public_response_cache:
+                    await self.public_read(scope, receive, body, send)
+                    return
+                receive = replay(body, receive)
         await self.graphql(scope, receive, send)
+
+    async def public_read(self, scope: Scope, receive: Receive, body: bytes, send: Send) -> None:
+        """An anonymous POST: the last identical response while it is fresh (see
+        ``server.public_cache``), else GraphQL, keeping its response when it may be reused."""
+        cached = public_cache.get(body)
+        if cached is not None:
+            await send_json(send, cached)
+            return
+        status = 0
+        chunks: list[bytes] = []
+
+        async def keeping(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        await self.graphql(scope, replay(body, receive), keeping)
+        max_age = scope.get("state", {}).get("public_max_age", 0.0)
+        if status == 200 and max_age > 0:
+            public_cache.put(body, b"".join(chunks), max_age)
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The whole request body, or None once it is longer than ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands GraphQL the body already read, then listens to the client
+    (whose next message can only be its disconnection)."""
+    sent = False
+
+    async def replaying() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replaying
+
+
+async def send_json(send: Send, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def too_large_response(limit: int) -> JSONResponse:
+    return error_response(
+        f"The request body is larger than {limit} bytes.", "PAYLOAD_TOO_LARGE", 413
+    )
 
 
 async def healthz(request: Request) -> Response:

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     db_pool_size: int = 20
     db_max_overflow: int = 10
     db_read_pool_size: int = 10  # asyncpg connections for hot request reads, per process
+    # The largest request body accepted (413 PAYLOAD_TOO_LARGE beyond it).
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    # Anonymous reads of public fields (leaderboards) are answered from the last identical
+    # response for a fraction of a second; see server.public_cache.
+    public_response_cache: bool = True
     max_query_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 5000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 import jwt
 
@@ -91,3 +92,24 @@ async def test_bad_tokens_are_refused_with_401(api: GraphQLClient) -> None:
 async def test_member_token_for_unregistered_member(api: GraphQLClient) -> None:
     result = await api.post(ME, token=member_token("ghost"))
     assert result.data == {"me": None}
+
+
+async def test_an_oversized_body_is_refused_before_graphql(api: GraphQLClient) -> None:
+    limit = get_settings().max_request_bytes
+    padding = "x" * limit
+    declared = await api.http.post("/graphql", json={"query": "{ __typename }", "pad": padding})
+    assert declared.status_code == 413
+    assert declared.json()["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"query": "{ __typename }", "pad": "'
+        for _ in range(limit // 65536 + 1):
+            yield b"x" * 65536
+        yield b'"}'
+
+    streamed = await api.http.post(
+        "/graphql", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    within = await api.http.post("/graphql", json={"query": "{ __typename }", "pad": "x" * 1000})
+    assert within.json() == {"data": {"__typename": "Query"}}
