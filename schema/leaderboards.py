@@ -14,10 +14,16 @@ from datetime import datetime
 from enum import Enum
 
 import strawberry
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    SelectionSetNode,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info
-from strawberry.types.nodes import SelectedField, Selection
 
 from leaderboards import clock
 from leaderboards import service as boards
@@ -261,14 +267,31 @@ async def build_leaderboard(
     )
 
 
-def _asks_for(selections: Sequence[Selection], name: str) -> bool:
-    """Whether the field's own selection (fragments included) contains ``name``."""
-    for selection in selections:
-        for child in selection.selections:
-            if isinstance(child, SelectedField):
-                if child.name == name:
-                    return True
-            elif _asks_for([child], name):
+def _asks_for(info: Info, name: str) -> bool:
+    """Whether the field's own selection (fragments included) contains ``name``. Reads the
+    query's syntax tree: ``info.selected_fields`` would first convert the whole selection into
+    strawberry objects, on every request."""
+    raw = info._raw_info
+    return any(_selects(node.selection_set, name, raw.fragments) for node in raw.field_nodes)
+
+
+def _selects(
+    selection_set: SelectionSetNode | None,
+    name: str,
+    fragments: dict[str, FragmentDefinitionNode],
+) -> bool:
+    if selection_set is None:
+        return False
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            if selection.name.value == name:
+                return True
+        elif isinstance(selection, InlineFragmentNode):
+            if _selects(selection.selection_set, name, fragments):
+                return True
+        elif isinstance(selection, FragmentSpreadNode):
+            fragment = fragments.get(selection.name.value)
+            if fragment is not None and _selects(fragment.selection_set, name, fragments):
                 return True
     return False
 
@@ -294,7 +317,7 @@ class LeaderboardQueries:
             first=first,
             around=around,
             period=period,
-            want_me=_asks_for(info.selected_fields, "me"),
+            want_me=_asks_for(info, "me"),
         )
 
     @strawberry.field(description="Every active board's definition, in key order.")
