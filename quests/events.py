@@ -25,7 +25,7 @@ from members.tiers import list_tiers
 from quests.definitions import QuestDef, active_quests_by_event_type, validate_event_type
 from quests.filters import matches
 from quests.models import Event, QuestProgress
-from quests.periods import period_for
+from quests.periods import Period, period_for
 from quests.progress import Advance, ProgressUpdate, advance_all
 from quests.rewards import grant_rewards
 from referrals.service import on_member_event
@@ -237,10 +237,14 @@ async def _progress_quests(
         ]
     timezone = member.timezone or program.timezone
     advances = []
+    periods: dict[str, Period] = {}  # quests of one cadence share the event's period
     for quest in candidates:
         amount = _amount(quest, properties)
         if amount is not None:
-            advances.append(Advance(quest, period_for(quest.cadence, moment, timezone), amount))
+            period = periods.get(quest.cadence)
+            if period is None:
+                period = periods[quest.cadence] = period_for(quest.cadence, moment, timezone)
+            advances.append(Advance(quest, period, amount))
     updates = await advance_all(
         session, member_id=member.id, advances=advances, event_id=outcome.event.id, now=now
     )
