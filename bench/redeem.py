@@ -113,7 +113,8 @@ def main() -> None:
         figures: dict[str, Any] = {"members": MEMBERS, "cpus": os.cpu_count()}
         nonce = secrets.token_hex(3)
         with running_api(servers, workers=2, QUESTLINE_JWT_SECRET=secret, **POOL) as base:
-            load(base, requests(settings, "reward", f"warm-{nonce}"), connections=32, seconds=2)
+            # warm-up: every member's token seen (and verified) once by each API process
+            load(base, requests(settings, "reward", f"warm-{nonce}"), connections=32, seconds=6)
             distinct = load(base, requests(settings, "reward", f"d-{nonce}"), seconds=SECONDS)
             figures.update(distinct.figures("distinct"))
 
