@@ -47,11 +47,11 @@ class Servers:
 
 
 @contextlib.contextmanager
-def scratch_servers(prefix: str) -> Iterator[Servers]:
-    """A fresh, migrated database on the configured (or embedded) server; dropped at exit."""
-    urls = resolve_services(Settings())
+def scratch_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A fresh, migrated database on the PostgreSQL server of ``server_url``; dropped at exit
+    (only that one). Yields its SQLAlchemy URL."""
     name = f"questline_bench_{prefix}_{secrets.token_hex(3)}"
-    admin = plain_dsn(urls.database_url)
+    admin = plain_dsn(server_url)
 
     async def run(sql: str) -> None:
         conn = await asyncpg.connect(admin)
@@ -61,13 +61,22 @@ def scratch_servers(prefix: str) -> Iterator[Servers]:
             await conn.close()
 
     asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    url = make_url(urls.database_url).set(drivername="postgresql+asyncpg", database=name)
+    url = make_url(server_url).set(drivername="postgresql+asyncpg", database=name)
     database_url = url.render_as_string(hide_password=False)
     try:
         upgrade_head(database_url)
-        yield Servers(database_url, urls.redis_url)
+        yield database_url
     finally:
         asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def scratch_servers(prefix: str) -> Iterator[Servers]:
+    """A scratch database (``scratch_database``) on the configured (or embedded) PostgreSQL,
+    and the configured (or embedded) Redis."""
+    urls = resolve_services(Settings())
+    with scratch_database(urls.database_url, prefix) as database_url:
+        yield Servers(database_url, urls.redis_url)
 
 
 def free_port() -> int:

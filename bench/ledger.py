@@ -2,7 +2,7 @@
 
     python bench/ledger.py            # QUESTLINE_DATABASE_URL, else the embedded PostgreSQL
 
-It creates a scratch database on that server (``questline_bench_<pid>_<hex>``), migrates it,
+It creates a scratch database on that server (``questline_bench_ledger_<hex>``), migrates it,
 measures, and drops it (only that one). The client runs in this same process, on the same
 machine as the server, so the Python side of every call is part of each figure.
 
@@ -34,14 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import os
 import random
-import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,14 +45,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncpg
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from bench.harness import emit, scratch_database
 from ledger import service
 from ledger.tasks import run_settle_expirations
 from ledger.types import BatchGrant
 from ledger.verify import verify_database_url
 from server.db import plain_dsn
+from server.embedded import start_embedded_postgres
 from server.runtime import Runtime
 from server.settings import Settings, get_settings
 
@@ -70,35 +67,10 @@ BATCH_CALLS = 20
 WARMUP = 300
 
 
-def server_url() -> str:
+def database_server() -> str:
+    """The configured PostgreSQL server, else the embedded one (Redis is not needed here)."""
     settings = get_settings()
-    if settings.database_url:
-        return settings.database_url
-    from server.embedded import resolve_services
-
-    return resolve_services(settings).database_url
-
-
-@asynccontextmanager
-async def scratch_database(url: str) -> Any:
-    name = f"questline_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = await asyncpg.connect(plain_dsn(url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield (
-            make_url(url)
-            .set(drivername="postgresql+asyncpg", database=name)
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        admin = await asyncpg.connect(plain_dsn(url))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    return settings.database_url or start_embedded_postgres(settings.data_dir)
 
 
 async def throughput(
@@ -236,48 +208,51 @@ async def bench_batch(runtime: Runtime, members: list[int]) -> float:
     return BATCH_CALLS * BATCH_ENTRIES * 2 / elapsed
 
 
-async def main() -> None:
-    async with scratch_database(server_url()) as url:
-        from server.migrate import upgrade_head
+async def measure(url: str) -> dict[str, float]:
+    """Every figure, on the migrated scratch database at ``url``."""
+    members = await create_members(url)
+    # the API's own engine settings (pool pre-ping included); Redis is never contacted
+    settings = Settings(database_url=url, redis_url="redis://127.0.0.1:1/0", db_pool_size=20)
+    runtime = await Runtime.start(settings)
+    engine = runtime.engine
+    rng = random.Random(1)
+    serial = itertools.count()
 
-        await asyncio.to_thread(upgrade_head, url)
-        members = await create_members(url)
-        # the API's own engine settings (pool pre-ping included); Redis is never contacted
-        settings = Settings(database_url=url, redis_url="redis://127.0.0.1:1/0", db_pool_size=20)
-        runtime = await Runtime.start(settings)
-        engine = runtime.engine
-        rng = random.Random(1)
-        serial = itertools.count()
+    async def grant(session: AsyncSession, n: int) -> None:
+        await service.grant(
+            session, rng.choice(members), 10, idempotency_key=f"grant-{next(serial)}",
+            lifetime_days=365,
+        )  # fmt: skip
 
-        async def grant(session: AsyncSession, n: int) -> None:
-            await service.grant(
-                session, rng.choice(members), 10, idempotency_key=f"grant-{next(serial)}",
-                lifetime_days=365,
-            )  # fmt: skip
+    async def transfer(session: AsyncSession, n: int) -> None:
+        a, b = rng.sample(members, 2)
+        await service.transfer(session, a, b, 1, idempotency_key=f"tr-{next(serial)}")
 
-        async def transfer(session: AsyncSession, n: int) -> None:
-            a, b = rng.sample(members, 2)
-            await service.transfer(session, a, b, 1, idempotency_key=f"tr-{next(serial)}")
+    figures: dict[str, float] = {}
+    figures["bare_insert_per_s_c16"] = await bare_inserts(url)
+    figures["grants_per_s_c1"] = await throughput(engine, 1, GRANTS_C1, grant)
+    figures["grants_per_s_c16"] = await throughput(engine, 16, GRANTS_C16, grant)
+    await fund(runtime, members, 1_000_000, "fund")
+    figures["transfers_per_s_c16"] = await throughput(engine, 16, TRANSFERS_C16, transfer)
+    figures["grants_per_s_c16_session_txn"] = await throughput_session_txn(
+        runtime, 16, 10_000, grant
+    )
+    figures["transfers_per_s_c16_session_txn"] = await throughput_session_txn(
+        runtime, 16, 10_000, transfer
+    )
+    figures["batch_postings_per_s"] = await bench_batch(runtime, members)
+    figures["settle_lots_per_s"] = await bench_settlement(runtime, url, members[:20_000])
+    await runtime.close()
+    report = await verify_database_url(url)  # not timed: the workload kept every invariant
+    assert report.ok, report.render()
+    return figures
 
-        figures: dict[str, float] = {}
-        figures["bare_insert_per_s_c16"] = await bare_inserts(url)
-        figures["grants_per_s_c1"] = await throughput(engine, 1, GRANTS_C1, grant)
-        figures["grants_per_s_c16"] = await throughput(engine, 16, GRANTS_C16, grant)
-        await fund(runtime, members, 1_000_000, "fund")
-        figures["transfers_per_s_c16"] = await throughput(engine, 16, TRANSFERS_C16, transfer)
-        figures["grants_per_s_c16_session_txn"] = await throughput_session_txn(
-            runtime, 16, 10_000, grant
-        )
-        figures["transfers_per_s_c16_session_txn"] = await throughput_session_txn(
-            runtime, 16, 10_000, transfer
-        )
-        figures["batch_postings_per_s"] = await bench_batch(runtime, members)
-        figures["settle_lots_per_s"] = await bench_settlement(runtime, url, members[:20_000])
-        await runtime.close()
-        report = await verify_database_url(url)  # not timed: the workload kept every invariant
-        assert report.ok, report.render()
-    print(json.dumps({k: round(v) for k, v in figures.items()}))
+
+def main() -> None:
+    with scratch_database(database_server(), "ledger") as url:
+        figures = asyncio.run(measure(url))
+    emit({key: round(value) for key, value in figures.items()})
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.all_models import metadata
+from server.db import plain_dsn
+from server.migrate import alembic_config, upgrade_head
 
 
 def test_models_match_migrated_database(database_url: str) -> None:
@@ -25,3 +30,39 @@ def test_models_match_migrated_database(database_url: str) -> None:
         return list(found)
 
     assert asyncio.run(diff()) == []
+
+
+def test_the_latest_migrations_step_down_and_up_again(database_url: str) -> None:
+    """0010-0012 replace ledger functions: each downgrade restores the earlier definition and
+    the upgrade brings the current one back (on a database of its own, dropped after)."""
+    name = f"{make_url(database_url).database}_steps"
+    scratch_url = make_url(database_url).set(database=name).render_as_string(False)
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(plain_dsn(database_url))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    async def batch_settings() -> list[str]:
+        conn = await asyncpg.connect(plain_dsn(scratch_url))
+        try:
+            found = await conn.fetchval(
+                "SELECT proconfig FROM pg_proc WHERE proname = 'ledger_post_batch'"
+            )
+        finally:
+            await conn.close()
+        return sorted(found or [])
+
+    current = ["jit=off", "plan_cache_mode=force_custom_plan"]
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        upgrade_head(scratch_url)
+        assert asyncio.run(batch_settings()) == current
+        command.downgrade(alembic_config(scratch_url), "0009")
+        assert asyncio.run(batch_settings()) == ["jit=off"]
+        upgrade_head(scratch_url)
+        assert asyncio.run(batch_settings()) == current
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
