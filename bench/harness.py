@@ -131,14 +131,21 @@ def running_api(servers: Servers, workers: int = 2, **env: str) -> Iterator[str]
 
 @dataclass(frozen=True)
 class LoadResult:
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
     requests: int
-    generator: str
+    seconds: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int  # HTTP status other than 200, or any error in the GraphQL answer
+    generator: str  # "wrk" or "python"
+    first_error: str = ""
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
 
     def figures(self, prefix: str) -> dict[str, Any]:
+        """``<prefix>_rps``, ``_p50_ms``, ``_p99_ms``, ``_errors`` and the generator."""
         return {
             f"{prefix}_rps": round(self.requests_per_s),
             f"{prefix}_p50_ms": round(self.p50_ms, 1),
@@ -147,18 +154,37 @@ class LoadResult:
             "load_generator": self.generator,
         }
 
+    def summary(self) -> dict[str, Any]:
+        """Every figure, unprefixed (one operation of a mix)."""
+        figures: dict[str, Any] = {
+            "rps": round(self.requests_per_s, 1),
+            "p50_ms": round(self.p50_ms, 1),
+            "p95_ms": round(self.p95_ms, 1),
+            "p99_ms": round(self.p99_ms, 1),
+            "errors": self.errors,
+            "requests": self.requests,
+        }
+        if self.first_error:
+            figures["first_error"] = self.first_error[:300]
+        return figures
 
-WRK_SCRIPT = """
+
+# Each wrk thread walks the body list in order from the first (with one thread, a list longer
+# than the run is used at most once per body: fresh members for check-ins). ``setup`` and
+# ``done`` run in wrk's main Lua state, ``init``/``request``/``response`` in each thread's:
+# ``done`` reads the threads' error counts and first error through ``thread:get``.
+# Latencies are in microseconds.
+WRK_SCRIPT = r"""
 local threads = {}
 function setup(thread)
   table.insert(threads, thread)
   thread:set("tid", #threads)
 end
 function init(args)
-  bodies, tokens, counter, bad = {}, {}, 0, 0
+  bodies, tokens, counter, bad, sample = {}, {}, 0, 0, ""
   local f = io.open(args[1], "r")
   for line in f:lines() do
-    local tab = line:find("\\t")
+    local tab = line:find("\t")
     table.insert(tokens, line:sub(1, tab - 1))
     table.insert(bodies, line:sub(tab + 1))
   end
@@ -166,49 +192,64 @@ function init(args)
 end
 function request()
   counter = counter + 1
-  local i = (counter % #bodies) + 1
+  local i = ((counter - 1) % #bodies) + 1
   local headers = {["Content-Type"] = "application/json"}
   if tokens[i] ~= "" then headers["Authorization"] = "Bearer " .. tokens[i] end
   local body = bodies[i]:gsub("__UNIQUE__", tid .. "-" .. counter)
   return wrk.format("POST", "/graphql", headers, body)
 end
 function response(status, headers, body)
-  if status ~= 200 or body:find('"errors":%s*%[%s*{') then bad = bad + 1 end
+  if status ~= 200 or body:find('"errors":%s*%[%s*{') then
+    bad = bad + 1
+    if sample == "" then sample = status .. " " .. body:sub(1, 300) end
+  end
 end
 function done(summary, latency, requests)
-  local total_bad = 0
-  for _, t in ipairs(threads) do total_bad = total_bad + (t:get("bad") or 0) end
+  local errors, sample = 0, ""
+  for _, t in ipairs(threads) do
+    errors = errors + (t:get("bad") or 0)
+    if sample == "" then sample = t:get("sample") or "" end
+  end
   io.write(string.format(
-    "JSON {\\"p50\\": %f, \\"p99\\": %f, \\"requests\\": %d, \\"duration\\": %f, "
-    .. "\\"socket_errors\\": %d, \\"bad\\": %d}\\n",
-    latency:percentile(50), latency:percentile(99), summary.requests, summary.duration,
-    summary.errors.connect + summary.errors.read + summary.errors.write
-    + summary.errors.timeout, total_bad))
+    'JSON {"p50": %f, "p95": %f, "p99": %f, "requests": %d, "duration": %f, '
+    .. '"socket_errors": %d, "bad": %d}\n',
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), summary.requests,
+    summary.duration, summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout, errors))
+  io.write("SAMPLE " .. sample:gsub("\n", " ") .. "\n")
 end
 """
+
+Request = tuple[str | None, Mapping[str, Any]]  # (bearer token or None, JSON body)
 
 
 def load(
     base_url: str,
-    requests: Sequence[tuple[str | None, Mapping[str, Any]]],
+    requests: Sequence[Request],
     *,
     connections: int = 32,
     seconds: int = 10,
+    threads: int | None = None,
+    timeout_s: int = 5,
 ) -> LoadResult:
-    """POST the GraphQL ``requests`` (token, body) round-robin for ``seconds``.
+    """POST the GraphQL ``requests`` (token, body) in order, round-robin, for ``seconds``,
+    from ``threads`` load-generator threads (default: up to 2).
 
     ``__UNIQUE__`` anywhere in a body is replaced by a value unique to each request (for
     idempotency keys), so the same request list can drive value-moving mutations."""
+    threads = threads or min(2, connections)
     if shutil.which("wrk"):
-        return _wrk(base_url, requests, connections, seconds)
-    return asyncio.run(_python_load(base_url, requests, connections, seconds))
+        return _wrk(base_url, requests, connections, seconds, threads, timeout_s)
+    return asyncio.run(_python_load(base_url, requests, connections, seconds, timeout_s))
 
 
 def _wrk(
     base_url: str,
-    requests: Sequence[tuple[str | None, Mapping[str, Any]]],
+    requests: Sequence[Request],
     connections: int,
     seconds: int,
+    threads: int,
+    timeout_s: int,
 ) -> LoadResult:
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder, "graphql.lua")
@@ -217,7 +258,6 @@ def _wrk(
         bodies.write_text(
             "".join(f"{token or ''}\t{json.dumps(body)}\n" for token, body in requests)
         )
-        threads = min(2, connections)
         out = subprocess.run(
             [
                 "wrk",
@@ -225,7 +265,7 @@ def _wrk(
                 f"-c{connections}",
                 f"-d{seconds}s",
                 "--timeout",
-                "5s",
+                f"{timeout_s}s",
                 "-s",
                 str(script),
                 f"{base_url}/graphql",
@@ -236,59 +276,70 @@ def _wrk(
             text=True,
             check=True,
         ).stdout
-    match = re.search(r"JSON (\{.*\})", out)
+    match = re.search(r"^JSON (\{.*\})$", out, re.M)
+    sample = re.search(r"^SAMPLE (.*)$", out, re.M)
     if not match:
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     figures = json.loads(match.group(1))
     return LoadResult(
-        requests_per_s=figures["requests"] / (figures["duration"] / 1e6),
+        requests=figures["requests"],
+        seconds=figures["duration"] / 1e6,
         p50_ms=figures["p50"] / 1000,
+        p95_ms=figures["p95"] / 1000,
         p99_ms=figures["p99"] / 1000,
         errors=figures["socket_errors"] + figures["bad"],
-        requests=figures["requests"],
         generator="wrk",
+        first_error=sample.group(1).strip() if sample else "",
     )
 
 
 async def _python_load(
     base_url: str,
-    requests: Sequence[tuple[str | None, Mapping[str, Any]]],
+    requests: Sequence[Request],
     connections: int,
     seconds: int,
+    timeout_s: int,
 ) -> LoadResult:
+    """The same measurement without wrk (slower: the client shares this Python process)."""
     latencies: list[float] = []
-    errors = 0
+    errors, first_error, counter = 0, "", 0
     stop = time.monotonic() + seconds
 
-    async def client(offset: int, http: httpx.AsyncClient) -> None:
-        nonlocal errors
-        i = offset
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal errors, first_error, counter
         while time.monotonic() < stop:
-            token, template = requests[i % len(requests)]
-            body = dict(template)
-            i += connections
-            if "__UNIQUE__" in json.dumps(body):
-                body = json.loads(json.dumps(body).replace("__UNIQUE__", f"{offset}-{i}"))
+            counter += 1
+            token, template = requests[(counter - 1) % len(requests)]
+            body = json.loads(json.dumps(template).replace("__UNIQUE__", f"p-{counter}"))
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             started = time.perf_counter()
             response = await http.post("/graphql", json=body, headers=headers)
             latencies.append(time.perf_counter() - started)
-            if response.status_code != 200 or response.json().get("errors"):
+            if response.status_code != 200 or re.search(r'"errors":\s*\[\s*\{', response.text):
                 errors += 1
+                first_error = first_error or f"{response.status_code} {response.text[:300]}"
 
     limits = httpx.Limits(max_connections=connections)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=10) as http:
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout_s) as http:
         began = time.monotonic()
-        await asyncio.gather(*(client(i, http) for i in range(connections)))
+        await asyncio.gather(*(client(http) for _ in range(connections)))
         elapsed = time.monotonic() - began
     latencies.sort()
+
+    def percentile(p: float) -> float:
+        if not latencies:
+            return 0.0
+        return latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1000
+
     return LoadResult(
-        requests_per_s=len(latencies) / elapsed,
-        p50_ms=latencies[len(latencies) // 2] * 1000,
-        p99_ms=latencies[int(len(latencies) * 0.99)] * 1000,
-        errors=errors,
         requests=len(latencies),
+        seconds=elapsed,
+        p50_ms=percentile(0.50),
+        p95_ms=percentile(0.95),
+        p99_ms=percentile(0.99),
+        errors=errors,
         generator="python",
+        first_error=first_error,
     )
 
 

@@ -25,18 +25,12 @@ say how much there was to share).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import re
 import secrets
 import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +39,16 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Servers, connect, emit, running_api, scratch_servers
+from bench.harness import (
+    LoadResult,
+    Request,
+    Servers,
+    connect,
+    emit,
+    load,
+    running_api,
+    scratch_servers,
+)
 from ledger.service import post_batch
 from ledger.types import BatchGrant
 from ledger.verify import verify_database_url
@@ -70,163 +73,9 @@ RECORD = """mutation($input: RecordEventInput!) { recordEvent(input: $input) {
 REDEEM = """mutation($input: RedeemInput!) { redeem(input: $input) {
   redemption { id } errors { code } } }"""
 
-Request = tuple[str | None, dict[str, Any]]  # (bearer token, JSON body)
-
-# One wrk thread per operation (the body list is then walked exactly once, in order: every
-# check-in comes from a member who has not checked in yet). ``setup`` and ``done`` run in wrk's
-# main Lua state, ``init``/``request``/``response`` in the thread's: ``done`` reads the
-# thread's error count and first error through ``thread:get``. Latencies are in µs.
-WRK_SCRIPT = r"""
-local threads = {}
-function setup(thread)
-  table.insert(threads, thread)
-end
-function init(args)
-  bodies, tokens, counter, bad, sample = {}, {}, 0, 0, ""
-  local f = io.open(args[1], "r")
-  for line in f:lines() do
-    local tab = line:find("\t")
-    table.insert(tokens, line:sub(1, tab - 1))
-    table.insert(bodies, line:sub(tab + 1))
-  end
-  f:close()
-end
-function request()
-  counter = counter + 1
-  local i = ((counter - 1) % #bodies) + 1
-  local headers = {["Content-Type"] = "application/json"}
-  if tokens[i] ~= "" then headers["Authorization"] = "Bearer " .. tokens[i] end
-  local body = bodies[i]:gsub("__UNIQUE__", tostring(counter))
-  return wrk.format("POST", "/graphql", headers, body)
-end
-function response(status, headers, body)
-  if status ~= 200 or body:find('"errors":%s*%[%s*{') then
-    bad = bad + 1
-    if sample == "" then sample = status .. " " .. body:sub(1, 300) end
-  end
-end
-function done(summary, latency, requests)
-  local errors, sample = 0, ""
-  for _, t in ipairs(threads) do
-    errors = errors + (t:get("bad") or 0)
-    if sample == "" then sample = t:get("sample") or "" end
-  end
-  io.write(string.format(
-    'JSON {"p50": %f, "p95": %f, "p99": %f, "requests": %d, "duration": %f, '
-    .. '"socket_errors": %d, "bad": %d}\n',
-    latency:percentile(50), latency:percentile(95), latency:percentile(99), summary.requests,
-    summary.duration, summary.errors.connect + summary.errors.read + summary.errors.write
-    + summary.errors.timeout, errors))
-  io.write("SAMPLE " .. sample:gsub("\n", " ") .. "\n")
-end
-"""
-
-
-@dataclass(frozen=True)
-class OpResult:
-    requests: int
-    seconds: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    errors: int
-    first_error: str
-
-    def figures(self) -> dict[str, Any]:
-        figures: dict[str, Any] = {
-            "rps": round(self.requests / self.seconds, 1) if self.seconds else 0.0,
-            "p50_ms": round(self.p50_ms, 1),
-            "p95_ms": round(self.p95_ms, 1),
-            "p99_ms": round(self.p99_ms, 1),
-            "errors": self.errors,
-            "requests": self.requests,
-        }
-        if self.first_error:
-            figures["first_error"] = self.first_error[:300]
-        return figures
-
-
-def run_wrk(base: str, requests: Sequence[Request], connections: int, seconds: int) -> OpResult:
-    with tempfile.TemporaryDirectory() as folder:
-        script = Path(folder, "op.lua")
-        script.write_text(WRK_SCRIPT)
-        bodies = Path(folder, "bodies.tsv")
-        bodies.write_text(
-            "".join(f"{token or ''}\t{json.dumps(body)}\n" for token, body in requests)
-        )
-        out = subprocess.run(
-            [
-                "wrk",
-                "-t1",
-                f"-c{connections}",
-                f"-d{seconds}s",
-                "--timeout",
-                "10s",
-                "-s",
-                str(script),
-                f"{base}/graphql",
-                "--",
-                str(bodies),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    match = re.search(r"^JSON (\{.*\})$", out, re.M)
-    sample = re.search(r"^SAMPLE (.*)$", out, re.M)
-    if not match:
-        raise RuntimeError(f"unexpected wrk output:\n{out}")
-    figures = json.loads(match.group(1))
-    return OpResult(
-        requests=figures["requests"],
-        seconds=figures["duration"] / 1e6,
-        p50_ms=figures["p50"] / 1000,
-        p95_ms=figures["p95"] / 1000,
-        p99_ms=figures["p99"] / 1000,
-        errors=figures["bad"] + figures["socket_errors"],
-        first_error=sample.group(1).strip() if sample else "",
-    )
-
-
-async def _python_op(
-    base: str, requests: Sequence[Request], connections: int, seconds: int
-) -> OpResult:
-    """The same measurement without wrk (slower: the client shares this Python process)."""
-    latencies: list[float] = []
-    errors, first_error, counter = 0, "", 0
-    stop = time.monotonic() + seconds
-
-    async def client(http: httpx.AsyncClient) -> None:
-        nonlocal errors, first_error, counter
-        while time.monotonic() < stop:
-            counter += 1
-            token, template = requests[(counter - 1) % len(requests)]
-            body = json.loads(json.dumps(template).replace("__UNIQUE__", str(counter)))
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            started = time.perf_counter()
-            response = await http.post("/graphql", json=body, headers=headers)
-            latencies.append(time.perf_counter() - started)
-            if response.status_code != 200 or re.search(r'"errors":\s*\[\s*\{', response.text):
-                errors += 1
-                first_error = first_error or f"{response.status_code} {response.text[:300]}"
-
-    limits = httpx.Limits(max_connections=connections)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=10) as http:
-        began = time.monotonic()
-        await asyncio.gather(*(client(http) for _ in range(connections)))
-        elapsed = time.monotonic() - began
-    latencies.sort()
-
-    def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1000
-
-    return OpResult(len(latencies), elapsed, pct(0.50), pct(0.95), pct(0.99), errors, first_error)
-
-
-def run_op(base: str, requests: Sequence[Request], connections: int, seconds: int) -> OpResult:
-    if shutil.which("wrk"):
-        return run_wrk(base, requests, connections, seconds)
-    return asyncio.run(_python_op(base, requests, connections, seconds))
+def run_op(base: str, requests: Sequence[Request], connections: int, seconds: int) -> LoadResult:
+    """One operation's load: a single wrk thread, so its body list is walked once, in order."""
+    return load(base, requests, connections=connections, seconds=seconds, threads=1, timeout_s=10)
 
 
 # ---- the world ----------------------------------------------------------------------------------
@@ -369,7 +218,7 @@ def workloads(
     }
 
 
-def run_mix(base: str, mix: dict[str, list[Request]], seconds: int) -> dict[str, OpResult]:
+def run_mix(base: str, mix: dict[str, list[Request]], seconds: int) -> dict[str, LoadResult]:
     """Every operation at once, each from its own load generator."""
     with ThreadPoolExecutor(len(mix)) as pool:
         futures = {
@@ -427,7 +276,7 @@ def main() -> None:
             after = asyncio.run(counts(servers.database_url))
         report = asyncio.run(verify_database_url(servers.database_url))
         asyncio.run(forget_keys(servers.redis_url, board_prefix))
-    operations = {name: result.figures() for name, result in results.items()}
+    operations = {name: result.summary() for name, result in results.items()}
     check_ins = results["check_in"].requests
     figures: dict[str, Any] = {
         "bench": "load",
