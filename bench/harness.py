@@ -169,8 +169,9 @@ class LoadResult:
         return figures
 
 
-# Each wrk thread walks the body list in order from the first (with one thread, a list longer
-# than the run is used at most once per body: fresh members for check-ins). ``setup`` and
+# Each wrk thread walks the body list in order, thread k of n from k/n of the way in (with one
+# thread, a list longer than the run is used at most once per body: fresh members for
+# check-ins; with several, no two threads ask for the same member at once). ``setup`` and
 # ``done`` run in wrk's main Lua state, ``init``/``request``/``response`` in each thread's:
 # ``done`` reads the threads' error counts and first error through ``thread:get``.
 # Latencies are in microseconds.
@@ -181,7 +182,7 @@ function setup(thread)
   thread:set("tid", #threads)
 end
 function init(args)
-  bodies, tokens, counter, bad, sample = {}, {}, 0, 0, ""
+  bodies, tokens, bad, sample = {}, {}, 0, ""
   local f = io.open(args[1], "r")
   for line in f:lines() do
     local tab = line:find("\t")
@@ -189,6 +190,9 @@ function init(args)
     table.insert(bodies, line:sub(tab + 1))
   end
   f:close()
+  -- thread k of n starts k/n of the way into the list: threads never send the same body
+  -- (the same member) at the same moment
+  counter = math.floor((tid - 1) * #bodies / tonumber(args[2]))
 end
 function request()
   counter = counter + 1
@@ -271,6 +275,7 @@ def _wrk(
                 f"{base_url}/graphql",
                 "--",
                 str(bodies),
+                str(threads),
             ],
             capture_output=True,
             text=True,
