@@ -24,7 +24,7 @@ from members.service import require_active
 from members.tiers import list_tiers
 from quests.definitions import QuestDef, active_quests_by_event_type, validate_event_type
 from quests.filters import matches
-from quests.models import Event, QuestProgress
+from quests.models import Event
 from quests.periods import Period, period_for
 from quests.progress import Advance, ProgressUpdate, advance_all
 from quests.rewards import grant_rewards
@@ -152,6 +152,16 @@ WITH touched AS (
 UPDATE events SET result = $4::jsonb WHERE id = $1
 """
 
+# A completed period keeps the rewards its quest had (one statement, no ORM round trip); with
+# auto-claim the row is claimed at once.
+FREEZE_REWARDS_SQL = """
+UPDATE quest_progress
+SET rewards = $2::jsonb,
+    status = CASE WHEN $3 THEN 'CLAIMED' ELSE status END,
+    claimed_at = CASE WHEN $3 THEN $4 ELSE claimed_at END
+WHERE id = $1
+"""
+
 
 async def record_event(
     session: AsyncSession,
@@ -266,12 +276,16 @@ async def complete(
     now: datetime,
 ) -> list[Award]:
     """Freeze the quest's rewards on the progress row; grant them at once when auto-claim."""
-    row = await session.get_one(QuestProgress, progress.progress_id)
-    row.rewards = progress.quest.rewards
+    await rawsql.execute(
+        session,
+        FREEZE_REWARDS_SQL,
+        progress.progress_id,
+        json.dumps(progress.quest.rewards),
+        progress.quest.auto_claim,
+        now,
+    )
     if not progress.quest.auto_claim:
         return []
-    row.status = "CLAIMED"
-    row.claimed_at = now
     return await grant_rewards(
         session,
         member_id=member_id,
