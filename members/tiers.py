@@ -168,17 +168,26 @@ async def progress_for(
 
 # The highest tier whose threshold the member's xp, earned within that tier's own window,
 # reaches: one statement, whatever the number of tiers.
+# The highest tier the member's xp reaches, when it ranks above the member's current tier
+# (nothing otherwise: the common case of an xp credit that changes no tier is one statement).
 BEST_TIER_SQL = text(
     """
-    SELECT t.id FROM tiers t
-    WHERE t.xp_threshold <= (
-        SELECT coalesce(sum(p.amount), 0)
-        FROM accounts a JOIN postings p ON p.account_id = a.id
-        WHERE a.member_id = :member_id AND a.currency = 'xp' AND a.kind = 'available'
-          AND (t.window_days IS NULL
-               OR p.created_at >= CAST(:now AS timestamptz) - make_interval(days => t.window_days))
+    SELECT best.id FROM (
+        SELECT t.id, t.rank FROM tiers t
+        WHERE t.xp_threshold <= (
+            SELECT coalesce(sum(p.amount), 0)
+            FROM accounts a JOIN postings p ON p.account_id = a.id
+            WHERE a.member_id = :member_id AND a.currency = 'xp' AND a.kind = 'available'
+              AND (t.window_days IS NULL
+                   OR p.created_at >= CAST(:now AS timestamptz)
+                                      - make_interval(days => t.window_days))
+        )
+        ORDER BY t.rank DESC LIMIT 1
+    ) best
+    WHERE NOT EXISTS (
+        SELECT 1 FROM members m JOIN tiers cur ON cur.id = m.tier_id
+        WHERE m.id = :member_id AND cur.rank >= best.rank
     )
-    ORDER BY t.rank DESC LIMIT 1
     """
 )
 
@@ -193,6 +202,8 @@ async def qualify(session: AsyncSession, member_id: int, now: datetime) -> Tier 
     best_id = await session.scalar(BEST_TIER_SQL, {"member_id": member_id, "now": now})
     if best_id is None:
         return None
+    # an upgrade is due: decide again under the member's row lock (a concurrent credit may
+    # have upgraded already)
     member = await session.scalar(select(Member).where(Member.id == member_id).with_for_update())
     if member is None:
         raise not_found("no such member")
