@@ -119,7 +119,7 @@ class GraphQLEndpoint:
     async def public_read(self, scope: Scope, receive: Receive, body: bytes, send: Send) -> None:
         """An anonymous POST: the last identical response while it is fresh (see
         ``server.public_cache``), else GraphQL, keeping its response when it may be reused."""
-        cached = public_cache.get(body)
+        cached = public_cache.get(body) or await public_cache.wait_for(body)
         if cached is not None:
             await send_json(send, cached)
             return
@@ -134,10 +134,13 @@ class GraphQLEndpoint:
                 chunks.append(message.get("body", b""))
             await send(message)
 
-        await self.graphql(scope, replay(body, receive), keeping)
-        max_age = scope.get("state", {}).get("public_max_age", 0.0)
-        if status == 200 and max_age > 0:
-            public_cache.put(body, b"".join(chunks), max_age)
+        with public_cache.leading(body) as leader:
+            await self.graphql(scope, replay(body, receive), keeping)
+            max_age = scope.get("state", {}).get("public_max_age", 0.0)
+            if status == 200 and max_age > 0:
+                response = b"".join(chunks)
+                public_cache.put(body, response, max_age)
+                leader.share(response)
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:

@@ -13,9 +13,17 @@ The rule, applied by ``schema.extensions.RequestPolicy`` after execution:
   the response is kept for the smallest of those ages.
 The key is the request body, byte for byte (query, variables and operation name).
 ``forget()`` drops everything (a board updated by this process).
+
+When a kept response expires under load, many identical requests miss at once; only the first
+(``leading``) runs GraphQL, the others wait for its answer (``wait_for``) instead of each
+building the same response: no stampede every 250 ms.
 """
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from server.cache import TTLCache
 
@@ -27,6 +35,8 @@ MAX_KEY_BYTES = 4096
 _public_fields: dict[str, float] = {}
 
 _responses: TTLCache[bytes, bytes] = TTLCache(seconds=0.0, max_entries=1000)
+# Request body -> the answer of the identical request being built now (None: not keepable).
+_in_flight: dict[bytes, asyncio.Future[bytes | None]] = {}
 
 
 def register(field: str, max_age_seconds: float) -> None:
@@ -52,3 +62,35 @@ def put(body: bytes, response: bytes, seconds: float) -> None:
 
 def forget() -> None:
     _responses.clear()
+
+
+async def wait_for(body: bytes) -> bytes | None:
+    """The answer of an identical request already being built, once it is ready and if it
+    may be reused; None at once when there is no such request."""
+    pending = _in_flight.get(body)
+    return None if pending is None else await asyncio.shield(pending)
+
+
+class Leader:
+    """The request that builds the answer others wait for; ``share`` it when it is keepable."""
+
+    def __init__(self) -> None:
+        self.answer: bytes | None = None
+
+    def share(self, response: bytes) -> None:
+        self.answer = response
+
+
+@contextmanager
+def leading(body: bytes) -> Iterator[Leader]:
+    leader = Leader()
+    if body in _in_flight or len(body) > MAX_KEY_BYTES:  # another one leads, or never kept
+        yield leader
+        return
+    pending: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+    _in_flight[body] = pending
+    try:
+        yield leader
+    finally:
+        del _in_flight[body]
+        pending.set_result(leader.answer)  # followers get None when it failed or is not kept

@@ -8,9 +8,11 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
 from leaderboards import service as boards
 from leaderboards.encoding import encode
+from schema import leaderboards as schema_leaderboards
 from server import public_cache
 from server.runtime import Runtime
 from tests.api import GraphQLClient, member_token
@@ -92,3 +94,29 @@ async def test_what_is_never_kept(api: GraphQLClient, runtime: Runtime) -> None:
         await post(api, request)
     assert [public_cache.get(r) for r in (member_read, mixed, unknown, typename)] == [None] * 4
     assert (await post(api, unknown)).json()["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_identical_reads_arriving_together_build_the_answer_once(
+    api: GraphQLClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await two_players(runtime)
+    built = 0
+    build = schema_leaderboards.build_leaderboard
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal built
+        built += 1
+        await asyncio.sleep(0.05)  # the others arrive while this one is being built
+        return await build(*args, **kwargs)
+
+    monkeypatch.setattr(schema_leaderboards, "build_leaderboard", counted)
+    request = body(TOP, key="cached")
+    answers = await asyncio.gather(*(post(api, request) for _ in range(10)))
+    assert built == 1
+    assert {answer.content for answer in answers} == {answers[0].content}
+    assert leaders(answers[0]) == ["first", "second"]
+
+    public_cache.forget()  # a member's reads are never shared, even when they arrive together
+    token = member_token("first")
+    await asyncio.gather(*(post(api, request, token) for _ in range(3)))
+    assert built == 4
