@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from sqlalchemy import text
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
@@ -76,7 +76,9 @@ def unauthenticated_response(message: str) -> JSONResponse:
 
 class GraphQLEndpoint:
     """Authenticates HTTP requests before GraphQL runs: a bad token is a 401, not a 500; then
-    applies the caller's rate limit (429 when over it; see ``server.ratelimit``)."""
+    applies the caller's rate limit (429 when over it; see ``server.ratelimit``), refuses a
+    body over ``max_request_bytes`` (413), and answers anonymous reads of public data from
+    ``server.public_cache`` when it can."""
 
     def __init__(self, graphql: QuestlineGraphQL) -> None:
         self.graphql = graphql
@@ -104,7 +106,10 @@ class GraphQLEndpoint:
                 return
             send = ratelimit.with_headers(send, decision)
             if scope["method"] == "POST":
-                body = await read_body(request, runtime.settings.max_request_bytes)
+                try:
+                    body = await read_body(request, runtime.settings.max_request_bytes)
+                except ClientDisconnect:  # gone before the body arrived: no one to answer
+                    return
                 if body is None:
                     await too_large_response(runtime.settings.max_request_bytes)(
                         scope, receive, send

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import jwt
 
@@ -113,3 +114,22 @@ async def test_an_oversized_body_is_refused_before_graphql(api: GraphQLClient) -
     assert streamed.status_code == 413
     within = await api.http.post("/graphql", json={"query": "{ __typename }", "pad": "x" * 1000})
     assert within.json() == {"data": {"__typename": "Query"}}
+
+
+async def test_a_client_gone_before_its_body_arrived_gets_no_error(app: Any) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/graphql", "raw_path": b"/graphql", "query_string": b"",
+        "root_path": "", "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80), "state": {},
+    }  # fmt: skip
+    await app(scope, receive, send)  # no exception: nothing reaches the error middleware
+    assert not [m for m in sent if m.get("status", 200) >= 500]
