@@ -12,7 +12,7 @@ resolver runs.
 
 Two checks share one calculator:
 
-- a validation rule, built once per schema (so strawberry's ``ValidationCache`` keeps hitting),
+- a validation rule, built once per schema (so the validation cache keeps hitting),
   counts with literals and defaults (a variable counts as its default value, else as the
   argument's default, else ``DEFAULT_PAGE_SIZE``);
 - ``variable_cost_error`` re-counts before execution with the request's variables, only for

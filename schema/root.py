@@ -9,9 +9,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.extensions import (
     MaxAliasesLimiter,
-    ParserCache,
     QueryDepthLimiter,
-    ValidationCache,
 )
 from strawberry.tools import merge_types
 
@@ -78,8 +76,6 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
                 validation_rules=limit_rules,
                 should_mask_error=should_mask_error,
             ),
-            lambda: ParserCache(maxsize=1024),
-            lambda: ValidationCache(maxsize=1024),
         ],
     )
 

@@ -136,16 +136,16 @@ async def test_malformed_input_is_a_graphql_error_not_a_500(api: GraphQLClient) 
         assert result.errors, query
 
 
-async def test_the_validation_cache_still_hits(api: GraphQLClient) -> None:
-    from strawberry.extensions.validation_cache import _get_validate_cache
+async def test_the_parse_and_validation_caches_still_hit(api: GraphQLClient) -> None:
+    from schema.extensions import _parse, _validate
 
-    cache: Any = _get_validate_cache(1024)  # an lru_cache
     query = "{ tiers { key } }"
     await api.post(query)
-    before = cache.cache_info()
+    before = (_parse.cache_info(), _validate.cache_info())
     await api.post(query)
-    after = cache.cache_info()
-    assert after.hits == before.hits + 1 and after.misses == before.misses
+    for cache, was in zip((_parse, _validate), before, strict=True):
+        now = cache.cache_info()
+        assert now.hits == was.hits + 1 and now.misses == was.misses
 
 
 async def test_graphiql_introspection_is_affordable(api: GraphQLClient) -> None:
