@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from functools import lru_cache
+from typing import Any
 
-from graphql import ASTValidationRule, FieldNode, GraphQLError, get_operation_ast
+from graphql import ASTValidationRule, FieldNode, GraphQLError, GraphQLSchema, get_operation_ast
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.language.parser import parse
 from strawberry.extensions import SchemaExtension
@@ -41,7 +42,18 @@ MASKED_MESSAGE = "Unexpected error."
 # Shared by every request (as strawberry's ParserCache and ValidationCache would keep them).
 CACHED_DOCUMENTS = 1024
 _parse = lru_cache(maxsize=CACHED_DOCUMENTS)(parse)
-_validate = lru_cache(maxsize=CACHED_DOCUMENTS)(validate_document)
+
+
+@lru_cache(maxsize=CACHED_DOCUMENTS)
+def _validate(
+    schema: GraphQLSchema,
+    query: str,
+    parse_options: tuple[tuple[str, Any], ...],
+    rules: tuple[type[ASTValidationRule], ...],
+) -> list[GraphQLError]:
+    """Validation errors of a query, keyed by its text: strawberry's ValidationCache keys by
+    the parsed document, whose hash walks the whole syntax tree on every request."""
+    return validate_document(schema, _parse(query, **dict(parse_options)), rules)
 
 
 class RequestPolicy(SchemaExtension):
@@ -82,8 +94,12 @@ class RequestPolicy(SchemaExtension):
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
+        assert context.query is not None  # parsed already
         context.pre_execution_errors = _validate(
-            context.schema._schema, context.graphql_document, context.validation_rules
+            context.schema._schema,
+            context.query,
+            tuple(context.parse_options.items()),
+            tuple(context.validation_rules),
         )
         yield
 
