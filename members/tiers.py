@@ -167,9 +167,8 @@ async def progress_for(
 
 
 # The highest tier whose threshold the member's xp, earned within that tier's own window,
-# reaches: one statement, whatever the number of tiers.
-# The highest tier the member's xp reaches, when it ranks above the member's current tier
-# (nothing otherwise: the common case of an xp credit that changes no tier is one statement).
+# reaches, when it ranks above the member's current tier: one statement whatever the number
+# of tiers, and nothing returned in the common case of an xp credit that changes no tier.
 BEST_TIER_SQL = text(
     """
     SELECT best.id FROM (
