@@ -4,8 +4,9 @@ Subscribed to ``points.credited`` (the ledger) and ``event.recorded`` (the event
 which ``server.signals`` delivers after the commit, a whole transaction's batch at once. Per
 batch: the affected period keys of every matching board are updated by ONE script call, and
 the member and board channels are published to, all in ONE pipelined round trip.
-``badge.awarded``, ``title.granted``, ``tier.changed`` and ``redemption.created/cancelled``
-only feed the members' live updates (``memberUpdates``).
+``points.moved`` (spends, deductions, transfers, vests, reversals, expiry), ``badge.awarded``,
+``title.granted`` and ``tier.changed`` only feed the members' live updates
+(``memberUpdates``).
 
 Redis down: the handler logs a warning and marks the boards it could not update as stale in
 PostgreSQL (``leaderboards.stale_since``); the committed data is untouched and the
@@ -25,6 +26,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from leaderboards import clock, keys, live, store
 from leaderboards.encoding import slot_of
@@ -35,10 +37,11 @@ from leaderboards.service import (
     boards_for_reading,
     expire_at,
     forget_windows,
+    read_session,
     reader,
     timezone_for_reading,
 )
-from ledger.service import CREDITED
+from ledger.service import CREDITED, MOVED
 from quests.events import EVENT_RECORDED
 from server import signals
 from server.runtime import Runtime
@@ -221,13 +224,7 @@ def _member_message(topic: str, payload: dict[str, Any]) -> dict[str, Any] | Non
         return {"kind": "tier", "toTier": payload.get("to_tier"),
                 "fromTier": payload.get("from_tier"), "reason": payload.get("reason"),
                 "at": when}  # fmt: skip
-    if topic == REDEMPTION_CREATED:  # points spent on a redemption
-        return {"kind": "balance", "currency": "points", "amount": -int(payload["cost"]),
-                "at": when}  # fmt: skip
-    if topic == REDEMPTION_CANCELLED:  # the spend is reversed: the points come back
-        return {"kind": "balance", "currency": "points", "amount": int(payload["cost"]),
-                "at": when}  # fmt: skip
-    return None
+    return None  # balance changes come from the ledger itself (on_points_moved)
 
 
 async def on_member_fact(batch: list[signals.Signal]) -> None:
@@ -252,15 +249,70 @@ async def on_member_fact(batch: list[signals.Signal]) -> None:
 
 
 BADGE_AWARDED, TITLE_GRANTED, TIER_CHANGED = "badge.awarded", "title.granted", "tier.changed"
-REDEMPTION_CREATED, REDEMPTION_CANCELLED = "redemption.created", "redemption.cancelled"
-MEMBER_TOPICS = (BADGE_AWARDED, TITLE_GRANTED, TIER_CHANGED, REDEMPTION_CREATED,
-                 REDEMPTION_CANCELLED)  # fmt: skip
+MEMBER_TOPICS = (BADGE_AWARDED, TITLE_GRANTED, TIER_CHANGED)
+
+# The change of each member's available balance in these transactions.
+MEMBER_POSTINGS_SQL = text(
+    """
+    SELECT a.member_id, a.currency, p.transaction_id, sum(p.amount) AS amount
+    FROM postings p JOIN accounts a ON a.id = p.account_id
+    WHERE p.transaction_id = ANY(:transactions) AND a.member_id IS NOT NULL
+      AND a.kind = 'available'
+    GROUP BY a.member_id, a.currency, p.transaction_id
+    HAVING sum(p.amount) <> 0
+    """
+)
+
+
+async def on_points_moved(batch: list[signals.Signal]) -> None:
+    """Spends, deductions, transfers, vests, reversals, expiry: tell each member whose
+    available balance changed (one query for the transactions whose members are not known)."""
+    runtime = await current_runtime()
+    changes: list[tuple[int, str, int, int | None, datetime]] = []
+    look_up: dict[int, datetime] = {}
+    for signal in batch:
+        payload = signal.payload
+        for member_id, currency, amount in payload["changes"]:
+            changes.append((member_id, currency, amount, payload.get("transaction_id"),
+                            payload["at"]))  # fmt: skip
+        look_up.update(dict.fromkeys(payload["transactions"], payload["at"]))
+    if look_up:
+        try:
+            async with read_session(runtime) as session:
+                rows = await session.execute(
+                    MEMBER_POSTINGS_SQL, {"transactions": list(look_up)}
+                )
+                changes += [(m, c, int(a), t, look_up[t]) for m, c, t, a in rows]
+        except (SQLAlchemyError, OSError) as error:  # best effort, like every live update
+            log.warning("balance updates not published: database unavailable", error=str(error))
+    messages = [
+        (
+            keys.member_channel(runtime.redis, member_id),
+            live.encode(
+                {
+                    "kind": "balance",
+                    "currency": currency,
+                    "amount": amount,
+                    "transactionId": transaction,
+                    "at": at.isoformat(),
+                }
+            ),
+        )
+        for member_id, currency, amount, transaction, at in changes
+    ]
+    if not messages:
+        return
+    try:
+        await store.apply(runtime.redis, [], messages)
+    except RedisError as error:
+        log.warning("live updates not published: Redis unavailable", error=str(error))
 
 
 def install() -> None:
     """Subscribe the handlers (idempotent); done when this module is imported."""
     signals.subscribe(CREDITED, on_points_credited)
     signals.subscribe(EVENT_RECORDED, on_event_recorded)
+    signals.subscribe(MOVED, on_points_moved)
     for topic in MEMBER_TOPICS:
         signals.subscribe(topic, on_member_fact)
 

@@ -133,6 +133,12 @@ CREDITED = "points.credited"
 # a list of ids): the webhooks' durable writer turns them into points.expired events in the
 # same transaction (webhooks.outbox).
 EXPIRED = "points.expired"
+# Emitted (delivered after commit) when value moves on members' available balances other than
+# by a credit from issuance (those are CREDITED): spends, deductions, transfers, vests, voids,
+# reversals and expiry. ``changes``: (member id, currency, delta) where the operation knows
+# them; ``transactions``: ids whose member postings the listener looks up. Live updates
+# (``memberUpdates``) listen to it.
+MOVED = "points.moved"
 
 
 def _posted(row: Any, *, not_found_field: str | None = None) -> Posted:
@@ -252,7 +258,27 @@ async def _debit(
         idempotency_key,
         digest,
     )
-    return _posted(row)
+    posted = _posted(row)
+    if not posted.replayed:
+        _moved(session, posted, changes=[(member_id, currency, -amount)])
+    return posted
+
+
+def _moved(
+    session: AsyncSession,
+    posted: Posted,
+    *,
+    changes: Sequence[tuple[int, str, int]] = (),
+    transactions: Sequence[int] = (),
+) -> None:
+    signals.emit(
+        session,
+        MOVED,
+        changes=list(changes),
+        transactions=list(transactions),
+        transaction_id=posted.transaction_id,
+        at=posted.created_at,
+    )
 
 
 async def spend(
@@ -333,7 +359,14 @@ async def transfer(
         idempotency_key,
         digest,
     )
-    return _posted(row)
+    posted = _posted(row)
+    if not posted.replayed:
+        _moved(
+            session,
+            posted,
+            changes=[(from_member_id, currency, -amount), (to_member_id, currency, amount)],
+        )
+    return posted
 
 
 async def credit_pending(
@@ -404,13 +437,20 @@ async def credit_pending(
 async def vest(session: AsyncSession, pending_transaction_id: int) -> Posted:
     """Make one pending credit available now (keyed ``vest:<id>``; happens once)."""
     row = await fetchrow(session, _SETTLE_PENDING, pending_transaction_id, "vest")
-    return _posted(row, not_found_field="transactionId")
+    return _announced(session, _posted(row, not_found_field="transactionId"))
 
 
 async def void(session: AsyncSession, pending_transaction_id: int) -> Posted:
     """Cancel one pending credit (refund): pending -> issuance, keyed ``void:<id>``."""
     row = await fetchrow(session, _SETTLE_PENDING, pending_transaction_id, "void")
-    return _posted(row, not_found_field="transactionId")
+    return _announced(session, _posted(row, not_found_field="transactionId"))
+
+
+def _announced(session: AsyncSession, posted: Posted) -> Posted:
+    """``posted`` moved value on accounts the listener looks up (see MOVED)."""
+    if not posted.replayed:
+        _moved(session, posted, transactions=[posted.transaction_id])
+    return posted
 
 
 async def reverse(
@@ -433,7 +473,7 @@ async def reverse(
     row = await fetchrow(
         session, _REVERSE, transaction_id, memo, reference, meta, idempotency_key, digest
     )
-    return _posted(row, not_found_field="transactionId")
+    return _announced(session, _posted(row, not_found_field="transactionId"))
 
 
 async def settle_expirations_batch(
@@ -443,7 +483,9 @@ async def settle_expirations_batch(
     set-based statement: one ``expire`` transaction per lot, keyed ``expire:lot:<id>``."""
     row = await fetchrow(session, _SETTLE, as_of_or_now(as_of), limit)
     if row["o_transactions"]:
-        signals.emit(session, EXPIRED, transactions=list(row["o_transactions"]))
+        expired = list(row["o_transactions"])
+        signals.emit(session, EXPIRED, transactions=expired)
+        signals.emit(session, MOVED, changes=[], transactions=expired, at=datetime.now(UTC))
     return BatchOutcome(row["o_lots"], row["o_amount"], row["o_candidates"])
 
 

@@ -203,3 +203,46 @@ async def test_a_completed_quest_tells_the_member_everything_it_gave(
         "TITLE": {"titleKey": "regular"},
         "TIER": {"tierKey": "silver"},
     }
+
+
+async def test_every_kind_of_balance_change_reaches_the_member(
+    api: GraphQLClient, runtime: Runtime, server: str
+) -> None:
+    """Not only credits: a deduction, a transfer out, a reversal and expiry are told too,
+    each with its change and the balance after it."""
+    from datetime import timedelta
+
+    from ledger import service as ledger
+
+    member = await api.register("mover")
+    other = await api.register("receiver")
+    mover, receiver = int(member["id"]), int(other["id"])
+    async with runtime.transaction() as session:
+        await ledger.grant(session, mover, 100, idempotency_key="mv-grant")
+        soon = datetime.now(UTC) + timedelta(seconds=1)
+        await ledger.grant(session, mover, 7, idempotency_key="mv-expiring", expires_at=soon)
+    ws = await open_session(server, member_token("mover"))
+
+    async def told() -> tuple[Any, ...]:
+        update = (await receive(ws))["payload"]["data"]["memberUpdates"]
+        assert update["transactionId"]
+        return update["kind"], update["currency"], update["amount"], update["balance"]
+
+    try:
+        await subscribe(ws, MEMBER_UPDATES)
+        await listening(runtime, keys.member_channel(runtime.redis, mover))
+        async with runtime.transaction() as session:
+            deducted = await ledger.deduct(session, mover, 10, idempotency_key="mv-deduct")
+        assert await told() == ("BALANCE", "points", -10, 97)
+        async with runtime.transaction() as session:
+            await ledger.transfer(session, mover, receiver, 20, idempotency_key="mv-transfer")
+        assert await told() == ("BALANCE", "points", -20, 77)
+        async with runtime.transaction() as session:
+            await ledger.reverse(session, deducted.transaction_id)
+        assert await told() == ("BALANCE", "points", 10, 87)
+        await asyncio.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.1)
+        async with runtime.transaction() as session:
+            await ledger.settle_expirations(session)
+        assert await told() == ("BALANCE", "points", -7, 80)
+    finally:
+        await ws.close()
