@@ -120,7 +120,9 @@ _REVERSE = "SELECT o_status, o_tx, o_created_at FROM ledger_reverse($1, $2, $3, 
 _SETTLE = (
     "SELECT o_lots, o_amount, o_candidates, o_transactions FROM ledger_settle_expirations($1, $2)"
 )
-_VEST_DUE = "SELECT o_count, o_amount, o_candidates FROM ledger_vest_due($1, $2)"
+_VEST_DUE = (
+    "SELECT o_count, o_amount, o_candidates, o_transactions FROM ledger_vest_due($1, $2)"
+)
 _BATCH = (
     "SELECT o_index, o_status, o_tx, o_created_at"
     " FROM ledger_post_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -507,6 +509,9 @@ async def vest_pending_batch(
 ) -> BatchOutcome:
     """Vest at most ``limit`` pending credits due by ``as_of`` (default and upper bound: now)."""
     row = await fetchrow(session, _VEST_DUE, as_of_or_now(as_of), limit)
+    if row["o_transactions"]:
+        vested = list(row["o_transactions"])
+        signals.emit(session, MOVED, changes=[], transactions=vested, at=datetime.now(UTC))
     return BatchOutcome(row["o_count"], row["o_amount"], row["o_candidates"])
 
 

@@ -32,8 +32,12 @@ def test_models_match_migrated_database(database_url: str) -> None:
     assert asyncio.run(diff()) == []
 
 
+VEST_COLUMNS = ["o_count", "o_amount", "o_candidates", "o_transactions"]
+BATCH_SETTINGS = ["jit=off", "plan_cache_mode=force_custom_plan"]
+
+
 def test_the_latest_migrations_step_down_and_up_again(database_url: str) -> None:
-    """0010-0012 replace ledger functions: each downgrade restores the earlier definition and
+    """0010-0013 replace ledger functions: each downgrade restores the earlier definition and
     the upgrade brings the current one back (on a database of its own, dropped after)."""
     name = f"{make_url(database_url).database}_steps"
     scratch_url = make_url(database_url).set(database=name).render_as_string(False)
@@ -45,24 +49,27 @@ def test_the_latest_migrations_step_down_and_up_again(database_url: str) -> None
         finally:
             await conn.close()
 
-    async def batch_settings() -> list[str]:
+    async def definitions() -> tuple[list[str], list[str]]:
+        """ledger_post_batch's settings, and the columns ledger_vest_due returns."""
         conn = await asyncpg.connect(plain_dsn(scratch_url))
         try:
-            found = await conn.fetchval(
+            settings = await conn.fetchval(
                 "SELECT proconfig FROM pg_proc WHERE proname = 'ledger_post_batch'"
+            )
+            names = await conn.fetchval(
+                "SELECT proargnames FROM pg_proc WHERE proname = 'ledger_vest_due'"
             )
         finally:
             await conn.close()
-        return sorted(found or [])
+        return sorted(settings or []), [n for n in names if n.startswith("o_")]
 
-    current = ["jit=off", "plan_cache_mode=force_custom_plan"]
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     try:
         upgrade_head(scratch_url)
-        assert asyncio.run(batch_settings()) == current
+        assert asyncio.run(definitions()) == (BATCH_SETTINGS, VEST_COLUMNS)
         command.downgrade(alembic_config(scratch_url), "0009")
-        assert asyncio.run(batch_settings()) == ["jit=off"]
+        assert asyncio.run(definitions()) == (["jit=off"], VEST_COLUMNS[:3])
         upgrade_head(scratch_url)
-        assert asyncio.run(batch_settings()) == current
+        assert asyncio.run(definitions()) == (BATCH_SETTINGS, VEST_COLUMNS)
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -208,8 +208,8 @@ async def test_a_completed_quest_tells_the_member_everything_it_gave(
 async def test_every_kind_of_balance_change_reaches_the_member(
     api: GraphQLClient, runtime: Runtime, server: str
 ) -> None:
-    """Not only credits: a deduction, a transfer out, a reversal and expiry are told too,
-    each with its change and the balance after it."""
+    """Not only credits: a deduction, a transfer out, a reversal, expiry and vesting are told
+    too, each with its change and the balance after it."""
     from datetime import timedelta
 
     from ledger import service as ledger
@@ -244,5 +244,14 @@ async def test_every_kind_of_balance_change_reaches_the_member(
         async with runtime.transaction() as session:
             await ledger.settle_expirations(session)
         assert await told() == ("BALANCE", "points", -7, 80)
+        async with runtime.transaction() as session:  # vested later by the hourly job
+            available_at = datetime.now(UTC) + timedelta(milliseconds=300)
+            await ledger.credit_pending(
+                session, mover, 5, idempotency_key="mv-pending", available_at=available_at
+            )
+        await asyncio.sleep(0.4)
+        async with runtime.transaction() as session:
+            await ledger.vest_pending(session)
+        assert await told() == ("BALANCE", "points", 5, 85)
     finally:
         await ws.close()
