@@ -268,18 +268,19 @@ async def _debit(
 
 def _moved(
     session: AsyncSession,
-    posted: Posted,
+    posted: Posted | None,
     *,
     changes: Sequence[tuple[int, str, int]] = (),
     transactions: Sequence[int] = (),
 ) -> None:
+    """Emit MOVED (the one place its payload is made): for ``posted``, or for a batch."""
     signals.emit(
         session,
         MOVED,
         changes=list(changes),
         transactions=list(transactions),
-        transaction_id=posted.transaction_id,
-        at=posted.created_at,
+        transaction_id=posted.transaction_id if posted else None,
+        at=posted.created_at if posted else datetime.now(UTC),
     )
 
 
@@ -487,7 +488,7 @@ async def settle_expirations_batch(
     if row["o_transactions"]:
         expired = list(row["o_transactions"])
         signals.emit(session, EXPIRED, transactions=expired)
-        signals.emit(session, MOVED, changes=[], transactions=expired, at=datetime.now(UTC))
+        _moved(session, None, transactions=expired)
     return BatchOutcome(row["o_lots"], row["o_amount"], row["o_candidates"])
 
 
@@ -510,8 +511,7 @@ async def vest_pending_batch(
     """Vest at most ``limit`` pending credits due by ``as_of`` (default and upper bound: now)."""
     row = await fetchrow(session, _VEST_DUE, as_of_or_now(as_of), limit)
     if row["o_transactions"]:
-        vested = list(row["o_transactions"])
-        signals.emit(session, MOVED, changes=[], transactions=vested, at=datetime.now(UTC))
+        _moved(session, None, transactions=row["o_transactions"])
     return BatchOutcome(row["o_count"], row["o_amount"], row["o_candidates"])
 
 
