@@ -14,12 +14,11 @@ Revision ID: 0010
 Revises: 0009
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 from alembic import op
+
+from server.migrate import earlier_revision
 
 revision: str = "0010"
 down_revision: str | Sequence[str] | None = "0009"
@@ -106,18 +105,9 @@ def upgrade() -> None:
     op.execute(SETTLE.strip())
 
 
-def _revision(filename: str) -> ModuleType:
-    """An earlier migration module, for its SQL (their names start with digits)."""
-    spec = importlib.util.spec_from_file_location(filename, Path(__file__).with_name(filename))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def downgrade() -> None:
-    ledger = _revision("0002_ledger.py")
-    webhooks = _revision("0008_webhooks.py")
+    ledger = earlier_revision("0002_ledger.py")
+    webhooks = earlier_revision("0008_webhooks.py")
     op.execute("DROP FUNCTION ledger_settle_expirations(timestamptz, integer)")
     op.execute(ledger.SETTLE.strip())
     op.execute(webhooks.POINTS_EXPIRED_FUNCTION.strip())

@@ -14,11 +14,11 @@ Revision ID: 0012
 Revises: 0011
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 
 from alembic import op
+
+from server.migrate import earlier_revision
 
 revision: str = "0012"
 down_revision: str | Sequence[str] | None = "0011"
@@ -156,9 +156,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    path = Path(__file__).with_name("0002_ledger.py")
-    spec = importlib.util.spec_from_file_location("ledger_0002", path)
-    assert spec is not None and spec.loader is not None
-    ledger = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ledger)
+    ledger = earlier_revision("0002_ledger.py")
     op.execute(ledger.BATCH.strip())

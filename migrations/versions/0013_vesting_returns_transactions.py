@@ -9,11 +9,11 @@ Revision ID: 0013
 Revises: 0012
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 
 from alembic import op
+
+from server.migrate import earlier_revision
 
 revision: str = "0013"
 down_revision: str | Sequence[str] | None = "0012"
@@ -102,11 +102,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    path = Path(__file__).with_name("0002_ledger.py")
-    spec = importlib.util.spec_from_file_location("ledger_0002", path)
-    assert spec is not None and spec.loader is not None
-    ledger = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ledger)
+    ledger = earlier_revision("0002_ledger.py")
     (original,) = [sql for sql in ledger._statements() if "FUNCTION ledger_vest_due" in sql]
     op.execute("DROP FUNCTION ledger_vest_due(timestamptz, integer)")
     op.get_bind().exec_driver_sql(original)
