@@ -30,13 +30,13 @@ MAX_PAGE = 100
 # Available = stored balance minus points whose lot is past ``expires_at`` but not settled
 # yet (they can no longer be spent); pending = the pending account's balance. Hot (every
 # ``me``), so plain SQL on the raw connection.
-BALANCES_SQL = """
-SELECT a.member_id, a.currency,
-       sum(CASE WHEN a.kind = 'available' THEN a.balance - coalesce(
-               (SELECT sum(l.remaining) FROM lots l
-                WHERE l.account_id = a.id AND l.remaining > 0 AND l.expires_at <= now()), 0)
-           ELSE 0 END) AS available,
-       sum(CASE WHEN a.kind = 'pending' THEN a.balance ELSE 0 END) AS pending
+AVAILABLE_SQL = """sum(CASE WHEN a.kind = 'available' THEN a.balance - coalesce(
+        (SELECT sum(l.remaining) FROM lots l
+         WHERE l.account_id = a.id AND l.remaining > 0 AND l.expires_at <= now()), 0)
+    ELSE 0 END)"""
+PENDING_SQL = "sum(CASE WHEN a.kind = 'pending' THEN a.balance ELSE 0 END)"
+BALANCES_SQL = f"""
+SELECT a.member_id, a.currency, {AVAILABLE_SQL} AS available, {PENDING_SQL} AS pending
 FROM accounts a
 WHERE a.member_id = any($1::bigint[]) AND a.currency = any($2::text[])
 GROUP BY a.member_id, a.currency

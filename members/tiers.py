@@ -130,12 +130,18 @@ def apply_multiplier(points: int, multiplier: Decimal | float) -> int:
     return int(exact.to_integral_value(rounding=ROUND_FLOOR))
 
 
-XP_EARNED_RAW = """
+def xp_earned_sql(member: str, since: str) -> str:
+    """The xp a member earned since a moment (``since`` NULL: ever), as SQL over the given
+    expressions (parameters or columns); shared by ``xp_earned`` and ``members.view``."""
+    return f"""
     SELECT coalesce(sum(p.amount), 0)
     FROM accounts a JOIN postings p ON p.account_id = a.id
-    WHERE a.member_id = $1 AND a.currency = 'xp' AND a.kind = 'available'
-      AND ($2::timestamptz IS NULL OR p.created_at >= $2::timestamptz)
-"""
+    WHERE a.member_id = {member} AND a.currency = 'xp' AND a.kind = 'available'
+      AND ({since} IS NULL OR p.created_at >= {since})
+    """
+
+
+XP_EARNED_RAW = xp_earned_sql("$1", "$2::timestamptz")
 
 
 async def xp_earned(session: rawsql.Queryable, member_id: int, since: datetime | None) -> int:
@@ -150,18 +156,18 @@ class TierProgress:
     xp_needed: int  # 0 at the top tier
 
 
-async def progress_for(
-    session: rawsql.Queryable,
-    member_id: int,
-    tier_id: int | None,
-    tiers: list[Tier],
-    now: datetime,
-) -> TierProgress:
-    """Progress towards the tier above ``tier_id`` (``tiers`` sorted by rank)."""
+def progress_window(
+    tier_id: int | None, tiers: list[Tier]
+) -> tuple[Tier | None, Tier | None, int | None]:
+    """The member's current tier, the tier above it (``tiers`` sorted by rank) and the window
+    in days whose xp counts towards it (None: lifetime)."""
     current = next((t for t in tiers if t.id == tier_id), None)
     target = next((t for t in tiers if current is None or t.rank > current.rank), None)
     window = target.window_days if target else (current.window_days if current else None)
-    earned = await xp_earned(session, member_id, now - timedelta(days=window) if window else None)
+    return current, target, window
+
+
+def progress_of(current: Tier | None, target: Tier | None, earned: int) -> TierProgress:
     needed = max(0, target.xp_threshold - earned) if target else 0
     return TierProgress(current, target, earned, needed)
 

@@ -14,13 +14,6 @@ from datetime import datetime
 from enum import Enum
 
 import strawberry
-from graphql import (
-    FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
-    InlineFragmentNode,
-    SelectionSetNode,
-)
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info
@@ -34,6 +27,7 @@ from schema.errors import ClientError, UserError
 from schema.members import member_by_external_id_loader
 from schema.mutations import run_in_transaction
 from schema.permissions import IsAdmin
+from schema.selection import asks_for
 from server import public_cache, rawsql
 from server.cache import TTLCache
 
@@ -267,35 +261,6 @@ async def build_leaderboard(
     )
 
 
-def _asks_for(info: Info, name: str) -> bool:
-    """Whether the field's own selection (fragments included) contains ``name``. Reads the
-    query's syntax tree: ``info.selected_fields`` would first convert the whole selection into
-    strawberry objects, on every request."""
-    raw = info._raw_info
-    return any(_selects(node.selection_set, name, raw.fragments) for node in raw.field_nodes)
-
-
-def _selects(
-    selection_set: SelectionSetNode | None,
-    name: str,
-    fragments: dict[str, FragmentDefinitionNode],
-) -> bool:
-    if selection_set is None:
-        return False
-    for selection in selection_set.selections:
-        if isinstance(selection, FieldNode):
-            if selection.name.value == name:
-                return True
-        elif isinstance(selection, InlineFragmentNode):
-            if _selects(selection.selection_set, name, fragments):
-                return True
-        elif isinstance(selection, FragmentSpreadNode):
-            fragment = fragments.get(selection.name.value)
-            if fragment is not None and _selects(fragment.selection_set, name, fragments):
-                return True
-    return False
-
-
 @strawberry.type
 class LeaderboardQueries:
     @strawberry.field(
@@ -317,7 +282,7 @@ class LeaderboardQueries:
             first=first,
             around=around,
             period=period,
-            want_me=_asks_for(info, "me"),
+            want_me=asks_for(info, "me"),
         )
 
     @strawberry.field(description="Every active board's definition, in key order.")

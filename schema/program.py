@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import strawberry
@@ -183,6 +183,23 @@ def tiers_loader(ctx: Context) -> DataLoader[str, list[TierModel]]:
     return DataLoader(load_fn=load)
 
 
+def xp_in_window_loader(ctx: Context) -> DataLoader[tuple[int, int | None], int]:
+    """(member id, window in days or None for lifetime) -> xp earned in it; primed by
+    ``schema.members`` when the member was read with ``members.view``."""
+
+    async def load(keys: list[tuple[int, int | None]]) -> list[int]:
+        now = datetime.now(UTC)
+        async with ctx.querying() as connection:
+            return [
+                await tier_service.xp_earned(
+                    connection, member_id, now - timedelta(days=days) if days else None
+                )
+                for member_id, days in keys
+            ]
+
+    return DataLoader(load_fn=load)
+
+
 async def all_tiers(ctx: Context) -> list[TierModel]:
     """Every tier, lowest first: the process cache when fresh (most requests), else one
     query per request through the loader."""
@@ -233,10 +250,11 @@ class MemberTierFields:
     @strawberry.field(description="xp needed for the next tier.")
     async def tier_progress(self, info: Info) -> TierProgress:
         tiers = await all_tiers(info.context)
-        async with info.context.querying() as session:
-            progress = await tier_service.progress_for(
-                session, self.db_id, self.tier_id, tiers, datetime.now(UTC)
-            )
+        current, target, window = tier_service.progress_window(self.tier_id, tiers)
+        loader = info.context.loader("xp_in_window", xp_in_window_loader)
+        progress = tier_service.progress_of(
+            current, target, await loader.load((self.db_id, window))
+        )
         return TierProgress(
             current=tier_from_model(progress.current) if progress.current else None,
             next=tier_from_model(progress.next) if progress.next else None,
