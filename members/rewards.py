@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger import service as ledger
 from ledger.types import BatchGrant
-from members.models import Member
+from members.models import Member, Tier
 from members.program import Program
 from members.tiers import qualify
 
@@ -33,10 +33,10 @@ async def grant_welcome(session: AsyncSession, member: Member, program: Program)
     )
 
 
-async def after_xp_credit(session: AsyncSession, member_id: int, now: datetime) -> None:
+async def after_xp_credit(session: AsyncSession, member_id: int, now: datetime) -> Tier | None:
     """Call in the transaction of every xp credit: upgrades the tier the moment the posting
-    crosses a threshold."""
-    await qualify(session, member_id, now)
+    crosses a threshold. Returns the new tier (None: unchanged)."""
+    return await qualify(session, member_id, now)
 
 
 # Members whose birthday it is today in their own timezone (else the program's), who have

@@ -7,9 +7,11 @@ process that saves a quest, so an edit reaches every API process within the TTL.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import select, text
@@ -52,6 +54,11 @@ class QuestDef:
     active: bool = True
     description: str | None = None
     min_tier_key: str | None = field(default=None)
+
+    @cached_property
+    def rewards_json(self) -> str:
+        """``rewards`` as JSON, encoded once per snapshot (snapshots are cached and shared)."""
+        return json.dumps(self.rewards)
 
     def open_at(self, moment: datetime) -> bool:
         return (self.starts_at is None or self.starts_at <= moment) and (

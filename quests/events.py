@@ -27,7 +27,7 @@ from quests.filters import matches
 from quests.models import Event
 from quests.periods import Period, period_for
 from quests.progress import Advance, ProgressUpdate, advance_all
-from quests.rewards import grant_rewards
+from quests.rewards import KnownTier, grant_rewards
 from referrals.service import on_member_event
 from server import rawsql, signals
 from server.awards import Award, AwardKind
@@ -152,14 +152,15 @@ WITH touched AS (
 UPDATE events SET result = $4::jsonb WHERE id = $1
 """
 
-# A completed period keeps the rewards its quest had (one statement, no ORM round trip); with
-# auto-claim the row is claimed at once.
+# Completed periods keep the rewards their quests had (one statement for every quest the
+# event completed, no ORM round trip); with auto-claim a row is claimed at once.
 FREEZE_REWARDS_SQL = """
-UPDATE quest_progress
-SET rewards = $2::jsonb,
-    status = CASE WHEN $3 THEN 'CLAIMED' ELSE status END,
-    claimed_at = CASE WHEN $3 THEN $4 ELSE claimed_at END
-WHERE id = $1
+UPDATE quest_progress AS qp
+SET rewards = f.rewards::jsonb,
+    status = CASE WHEN f.auto_claim THEN 'CLAIMED' ELSE qp.status END,
+    claimed_at = CASE WHEN f.auto_claim THEN $4::timestamptz ELSE qp.claimed_at END
+FROM unnest($1::bigint[], $2::text[], $3::boolean[]) AS f(id, rewards, auto_claim)
+WHERE qp.id = f.id
 """
 
 
@@ -258,34 +259,44 @@ async def _progress_quests(
     updates = await advance_all(
         session, member_id=member.id, advances=advances, event_id=outcome.event.id, now=now
     )
+    completed = [progress for progress in updates if progress.completed_now]
+    if completed:
+        await freeze_rewards(session, completed, now)
+    known = KnownTier(member.tier_id)  # as read with the event: no re-read per reward
     for progress in updates:
         outcome.progressed.append(progress.progress_id)
         if progress.completed_now:
             outcome.completed.append(progress.progress_id)
-            outcome.awarded += await complete(session, member.id, progress, program, now)
             if progress.quest.auto_claim:
+                outcome.awarded += await claim(session, member.id, progress, program, now, known)
                 progress = replace(progress, status="CLAIMED")
         outcome.updates[progress.progress_id] = progress
 
 
-async def complete(
+async def freeze_rewards(
+    session: AsyncSession, completed: list[ProgressUpdate], now: datetime
+) -> None:
+    """Keep each completed quest's rewards on its progress row (editing the quest later
+    changes nothing granted or claimable); auto-claim quests are marked claimed."""
+    await rawsql.execute(
+        session,
+        FREEZE_REWARDS_SQL,
+        [progress.progress_id for progress in completed],
+        [progress.quest.rewards_json for progress in completed],
+        [progress.quest.auto_claim for progress in completed],
+        now,
+    )
+
+
+async def claim(
     session: AsyncSession,
     member_id: int,
     progress: ProgressUpdate,
     program: Program,
     now: datetime,
+    known_tier: KnownTier | None = None,
 ) -> list[Award]:
-    """Freeze the quest's rewards on the progress row; grant them at once when auto-claim."""
-    await rawsql.execute(
-        session,
-        FREEZE_REWARDS_SQL,
-        progress.progress_id,
-        json.dumps(progress.quest.rewards),
-        progress.quest.auto_claim,
-        now,
-    )
-    if not progress.quest.auto_claim:
-        return []
+    """Grant an auto-claim quest's rewards at once (its row is frozen and claimed)."""
     return await grant_rewards(
         session,
         member_id=member_id,
@@ -296,6 +307,7 @@ async def complete(
         program=program,
         now=now,
         memo=f"Quest: {progress.quest.name}",
+        known_tier=known_tier,
     )
 
 

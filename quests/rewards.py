@@ -8,6 +8,7 @@ once at the end (see campaigns.service for how campaigns stack). Admin grants ge
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -22,29 +23,57 @@ from ledger import service as ledger
 from members.models import Member, Tier
 from members.program import Program
 from members.rewards import after_xp_credit
-from members.tiers import apply_multiplier
+from members.tiers import apply_multiplier, list_tiers
 from server.awards import Award, points
 from server.errors import DomainError
 
 log = structlog.get_logger("questline.quests.rewards")
 
 
+@dataclass
+class KnownTier:
+    """The member's tier as the caller's transaction last knew it (``tier_id`` None: no
+    tier). With it, each points reward finds its tier multiplier in the process's tier cache
+    instead of reading the member's tier again; an xp reward that upgrades the member moves
+    it along, so a later reward of the same event gets the new tier's multiplier."""
+
+    tier_id: int | None
+
+
 async def points_multiplier(
-    session: AsyncSession, member_id: int, event_type: str | None, at: datetime
+    session: AsyncSession,
+    member_id: int,
+    event_type: str | None,
+    at: datetime,
+    known: KnownTier | None = None,
 ) -> Decimal:
     """The member's tier multiplier times every active campaign that applies."""
-    tier = (
+    tier = await _tier_of(session, member_id, known)
+    tier_multiplier = Decimal(tier[0]) if tier else Decimal(1)
+    campaigns = await campaign_multiplier(
+        session, event_type=event_type, tier_rank=tier[1] if tier else None, at=at
+    )
+    return tier_multiplier * campaigns
+
+
+async def _tier_of(
+    session: AsyncSession, member_id: int, known: KnownTier | None
+) -> tuple[Decimal, int] | None:
+    """(points multiplier, rank) of the member's tier, None without one."""
+    if known is not None:
+        if known.tier_id is None:
+            return None
+        cached = next((t for t in await list_tiers(session) if t.id == known.tier_id), None)
+        if cached is not None:
+            return cached.points_multiplier, cached.rank
+    row = (
         await session.execute(
             select(Tier.points_multiplier, Tier.rank)
             .join(Member, Member.tier_id == Tier.id)
             .where(Member.id == member_id)
         )
     ).one_or_none()
-    tier_multiplier = Decimal(tier.points_multiplier) if tier else Decimal(1)
-    campaigns = await campaign_multiplier(
-        session, event_type=event_type, tier_rank=tier.rank if tier else None, at=at
-    )
-    return tier_multiplier * campaigns
+    return (row.points_multiplier, row.rank) if row else None
 
 
 async def grant_rewards(
@@ -58,6 +87,7 @@ async def grant_rewards(
     program: Program,
     now: datetime,
     memo: str,
+    known_tier: KnownTier | None = None,
 ) -> list[Award]:
     """Grant ``rewards`` once (idempotency keys ``<source_key>:<index>``)."""
     awards: list[Award] = []
@@ -67,7 +97,9 @@ async def grant_rewards(
         kind = reward["kind"]
         if kind == "POINTS":
             if multiplier is None:
-                multiplier = await points_multiplier(session, member_id, event_type, earned_at)
+                multiplier = await points_multiplier(
+                    session, member_id, event_type, earned_at, known_tier
+                )
             amount = apply_multiplier(reward["amount"], multiplier)
             if amount <= 0:
                 continue
@@ -94,7 +126,9 @@ async def grant_rewards(
                 reference=source_key,
                 kind="reward",
             )
-            await after_xp_credit(session, member_id, now)
+            upgraded = await after_xp_credit(session, member_id, now)
+            if upgraded is not None and known_tier is not None:
+                known_tier.tier_id = upgraded.id
             awards.append(points(reward["amount"], "xp"))
         else:
             award = await _badge_or_title(session, member_id, reward, now)

@@ -91,3 +91,50 @@ async def test_points_multiplier_stacks_tier_and_campaign(
     assert [a["amount"] for a in bought["awarded"]] == [30]  # base tier 1.0 × campaign 2
     visited = await record(api, "stacker", "visit", "v1")
     assert [a["amount"] for a in visited["awarded"]] == [15]  # the campaign is for purchases
+
+
+async def test_an_upgrade_earned_by_a_reward_applies_to_the_next_points_reward(
+    api: GraphQLClient, runtime: object
+) -> None:
+    """Rewards are granted in order: the xp of one quest (or of one reward) that lifts the
+    member to silver (1.25) gives the points granted after it silver's multiplier, in the
+    same event."""
+    from tests.members.helpers import make_ladder
+
+    await make_ladder(runtime)  # type: ignore[arg-type]
+    xp_then_points = [{"kind": "XP", "amount": 500}, {"kind": "POINTS", "amount": 100}]
+    await upsert_quest(
+        api, key="climb", cadence="ONCE", eventType="climb", target=1, rewards=xp_then_points
+    )
+    await upsert_quest(
+        api,
+        key="climb-more",
+        cadence="ONCE",
+        eventType="climb",
+        target=1,
+        rewards=[{"kind": "POINTS", "amount": 100}],
+    )
+    await upsert_quest(
+        api,
+        key="points-first",
+        cadence="ONCE",
+        eventType="plain",
+        target=1,
+        rewards=[{"kind": "POINTS", "amount": 100}, {"kind": "XP", "amount": 500}],
+    )
+    await api.register("climber")
+    await api.register("other")
+    climbed = await record(api, "climber", "climb", "c1")
+    assert [(a["currency"], a["amount"]) for a in climbed["awarded"]] == [
+        ("xp", 500),
+        ("points", 125),  # already silver: 100 × 1.25
+        ("points", 125),  # the second quest of the event too
+    ]
+    tier = await api.as_member("climber", "{ me { tier { key } } }")
+    assert tier.data["me"]["tier"] == {"key": "silver"}
+    # points granted before the xp that upgrades keep the base multiplier
+    other = await record(api, "other", "plain", "o1")
+    assert [(a["currency"], a["amount"]) for a in other["awarded"]] == [
+        ("points", 100),
+        ("xp", 500),
+    ]
