@@ -204,20 +204,17 @@ async def record_event(
     require_active(member)  # checked after the key: a replay still answers for a suspension
     program = await get_program(session)
     outcome = EventOutcome(event=StoredEvent(event_id, event_type, moment))
-    finished = await _progress_quests(session, member, outcome, props, program, now)
+    await _progress_quests(session, member, outcome, props, program, now)
     if member.referred_by_id is not None:
         outcome.awarded += await on_member_event(
             session, member.id, event_type, now=now, event_id=event_id
         )
-    if not finished:
-        result = {
-            "progressed": outcome.progressed,
-            "completed": outcome.completed,
-            "awarded": awards_to_json(outcome.awarded),
-        }
-        await rawsql.execute(
-            session, FINISH_EVENT_SQL, event_id, member.id, moment, json.dumps(result)
-        )
+    result = {
+        "progressed": outcome.progressed,
+        "completed": outcome.completed,
+        "awarded": awards_to_json(outcome.awarded),
+    }
+    await rawsql.execute(session, FINISH_EVENT_SQL, event_id, member.id, moment, json.dumps(result))
     signals.emit(
         session,
         EVENT_RECORDED,
@@ -237,11 +234,7 @@ async def _progress_quests(
     properties: dict[str, Any],
     program: Program,
     now: datetime,
-) -> bool:
-    """Advance the matched quests and grant what they complete. Returns True when the
-    advance also finished the event (its answer and the member's activity stored): when
-    nothing was completed and nothing comes after it (a referred member's first qualifying
-    event may still reward the referrer)."""
+) -> None:
     moment = outcome.event.occurred_at
     candidates = (await active_quests_by_event_type(session)).get(outcome.event.type, [])
     candidates = [q for q in candidates if q.open_at(moment) and matches(q.filter, properties)]
@@ -263,14 +256,8 @@ async def _progress_quests(
             if period is None:
                 period = periods[quest.cadence] = period_for(quest.cadence, moment, timezone)
             advances.append(Advance(quest, period, amount))
-    ends_here = member.referred_by_id is None
     updates = await advance_all(
-        session,
-        member_id=member.id,
-        advances=advances,
-        event_id=outcome.event.id,
-        now=now,
-        finish_at=moment if ends_here else None,
+        session, member_id=member.id, advances=advances, event_id=outcome.event.id, now=now
     )
     completed = [progress for progress in updates if progress.completed_now]
     if completed:
@@ -284,7 +271,6 @@ async def _progress_quests(
                 outcome.awarded += await claim(session, member.id, progress, program, now, known)
                 progress = replace(progress, status="CLAIMED")
         outcome.updates[progress.progress_id] = progress
-    return bool(advances) and ends_here and not completed
 
 
 async def freeze_rewards(

@@ -35,7 +35,7 @@ _NEXT = (
     "quest_next_progress(qp.aggregate, qp.progress, qp.days, qp.last_day,"
     " EXCLUDED.progress, EXCLUDED.last_day)"
 )
-UPSERT_SQL = f"""
+ADVANCE_SQL = f"""
     INSERT INTO quest_progress AS qp (
         member_id, quest_id, period_start, period_end, aggregate, progress, target, days,
         last_day, status, completed_by_event_id, completed_at, updated_at)
@@ -63,33 +63,6 @@ UPSERT_SQL = f"""
     WHERE qp.status = 'IN_PROGRESS'
     RETURNING id, quest_id, progress, target, status, period_start, period_end
     """
-
-# The upsert, and, when ``$11`` says the event ends here (nothing after it will lock an account
-# or change the answer: the member was not referred) and the upsert completed no quest, the
-# event's stored answer and the member's activity (``FINISH_EVENT_SQL`` of quests.events) in
-# the same statement: one round trip fewer for most events. The member row is locked last, as
-# in the separate statement (a redemption locks the points account, then the member).
-ADVANCE_SQL = f"""
-WITH adv AS ({UPSERT_SQL}),
-finished AS (
-    SELECT $11::boolean AND NOT EXISTS (SELECT 1 FROM adv WHERE status <> 'IN_PROGRESS') AS done
-),
-touched AS (
-    UPDATE members SET last_active_at = $12
-    WHERE id = $1 AND (SELECT done FROM finished)
-      AND (last_active_at IS NULL OR last_active_at < $12)
-    RETURNING 1
-),
-answered AS (
-    UPDATE events
-    SET result = jsonb_build_object(
-        'progressed', (SELECT coalesce(jsonb_agg(id), '[]'::jsonb) FROM adv),
-        'completed', '[]'::jsonb, 'awarded', '[]'::jsonb)
-    WHERE id = $2 AND (SELECT done FROM finished)
-    RETURNING 1
-)
-SELECT * FROM adv
-"""
 
 
 @dataclass(frozen=True)
@@ -125,12 +98,9 @@ async def advance_all(
     advances: Sequence[Advance],
     event_id: int,
     now: datetime,
-    finish_at: datetime | None = None,
 ) -> list[ProgressUpdate]:
     """Apply one event to every matched quest in one round trip. Quests whose period had
-    already completed are left out of the result. With ``finish_at`` (the event's moment),
-    an event that completes nothing is also finished by the same statement (see
-    ``ADVANCE_SQL``): its caller must not finish it again."""
+    already completed are left out of the result."""
     if not advances:
         return []
     by_id = {a.quest.id: a.quest for a in advances}
@@ -148,8 +118,6 @@ async def advance_all(
         [a.quest.target for a in advances],
         [a.amount for a in advances],
         days,
-        finish_at is not None,
-        finish_at,
     )
     return [
         ProgressUpdate(
