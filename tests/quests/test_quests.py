@@ -292,3 +292,54 @@ async def test_xp_reward_upgrades_tier(api: GraphQLClient, runtime: Runtime) -> 
     me = (await api.as_member("grower", "{ me { tier { key } } }")).data["me"]
     assert me["tier"] == {"key": "silver"}
     assert await points(runtime, "grower", "xp") == 600
+
+
+async def _stored(runtime: Runtime, external_id: str, key: str) -> tuple[Any, datetime]:
+    """The answer stored with an event, and its member's last activity."""
+    from sqlalchemy import text
+
+    async with runtime.sessionmaker() as session:
+        row = (
+            await session.execute(
+                text(
+                    "SELECT e.result, m.last_active_at FROM events e"
+                    " JOIN members m ON m.id = e.member_id"
+                    " WHERE m.external_id = :m AND e.idempotency_key = :k"
+                ),
+                {"m": external_id, "k": key},
+            )
+        ).one()
+    return row[0], row[1]
+
+
+async def test_every_event_stores_its_answer_and_the_members_activity(
+    api: GraphQLClient, runtime: Runtime
+) -> None:
+    """With or without progress or completions, the stored answer is what the replay returns
+    and the member's activity only moves forward."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    await upsert_quest(api, key="thrice", cadence="ONCE", eventType="purchase", target=3)
+    await api.register("walker")
+
+    first = await record(api, "walker", "purchase", "w1", {}, now - timedelta(minutes=10))
+    result, active = await _stored(runtime, "walker", "w1")
+    assert len(result["progressed"]) == 1
+    assert result["completed"] == [] and result["awarded"] == []
+    assert active == now - timedelta(minutes=10)
+    replayed = await record(api, "walker", "purchase", "w1", {}, now - timedelta(minutes=10))
+    assert replayed["progressed"] == first["progressed"]
+    assert replayed["completed"] == [] and replayed["awarded"] == []
+
+    await record(api, "walker", "purchase", "w0", {}, now - timedelta(minutes=20))  # late
+    assert (await _stored(runtime, "walker", "w0"))[1] == now - timedelta(minutes=10)
+
+    done = await record(api, "walker", "purchase", "w2", {}, now - timedelta(minutes=5))
+    assert [c["quest"]["key"] for c in done["completed"]] == ["thrice"]
+    result, active = await _stored(runtime, "walker", "w2")
+    assert len(result["completed"]) == 1 and result["awarded"][0]["amount"] == 10
+    assert active == now - timedelta(minutes=5)
+
+    await record(api, "walker", "visit", "w3", {}, now)  # no quest listens for visits
+    result, active = await _stored(runtime, "walker", "w3")
+    assert result == {"progressed": [], "completed": [], "awarded": []}
+    assert active == now
