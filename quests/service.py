@@ -95,7 +95,7 @@ CURRENT_PROGRESS_SQL = text(
 
 
 async def member_quests(
-    session: AsyncSession, member: Member, timezone: str, now: datetime
+    session: AsyncSession, member_id: int, timezone: str, now: datetime
 ) -> list[MemberQuest]:
     """Every active, open quest with the member's progress in the current period (a
     completed, unclaimed period from before is shown until it is claimed)."""
@@ -103,7 +103,7 @@ async def member_quests(
     quests = sorted(
         (q for quests in index.values() for q in quests if q.open_at(now)), key=lambda q: q.id
     )
-    rows = await session.execute(CURRENT_PROGRESS_SQL, {"member_id": member.id, "now": now})
+    rows = await session.execute(CURRENT_PROGRESS_SQL, {"member_id": member_id, "now": now})
     by_quest = {row.quest_id: QuestProgress(**row._mapping) for row in rows}
     result = []
     for quest in quests:

@@ -59,6 +59,7 @@ def member_from_model(model: MemberModel | MemberRow) -> Member:
         referral_code=model.referral_code,
         birthday=model.birthday,
         timezone=model.timezone,
+        timezone_value=model.timezone,
         status=model.status,
         tier_id=model.tier_id,
         joined_at_value=model.joined_at,

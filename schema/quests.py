@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from members.models import Member as MemberModel
 from members.program import get_program
 from members.service import require_member
 from quests import checkin, definitions
@@ -185,24 +184,24 @@ class Streak:
 @strawberry.type
 class MemberQuestFields:
     db_id: strawberry.Private[int]
+    # The member's own timezone as the member row was read (None: the program's).
+    timezone_value: strawberry.Private[str | None]
 
     @strawberry.field(description="Active quests with the member's progress this period.")
     async def quests(self, info: Info) -> list[QuestProgress]:
         now = datetime.now(UTC)
         async with info.context.reading() as session:
-            member = await session.get_one(MemberModel, self.db_id)
             program = await get_program(session)
             rows = await quest_service.member_quests(
-                session, member, member.timezone or program.timezone, now
+                session, self.db_id, self.timezone_value or program.timezone, now
             )
         return [progress_view(r.quest, r.progress, r.period_start, r.period_end) for r in rows]
 
     @strawberry.field(description="The member's check-in streak.")
     async def streak(self, info: Info) -> Streak:
         async with info.context.reading() as session:
-            member = await session.get_one(MemberModel, self.db_id)
             program = await get_program(session)
-            today = datetime.now(ZoneInfo(member.timezone or program.timezone)).date()
+            today = datetime.now(ZoneInfo(self.timezone_value or program.timezone)).date()
             current, longest, last = await checkin.streak_of(session, self.db_id, today)
         return Streak(current=current, longest=longest, last_check_in=last)
 
