@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import jwt
+import pytest
 
+from server.app import GraphQLEndpoint
 from server.settings import get_settings
 from tests.api import GraphQLClient, member_token
 
@@ -133,3 +135,45 @@ async def test_a_client_gone_before_its_body_arrived_gets_no_error(app: Any) -> 
     }  # fmt: skip
     await app(scope, receive, send)  # no exception: nothing reaches the error middleware
     assert not [m for m in sent if m.get("status", 200) >= 500]
+
+
+async def test_plain_posts_answer_exactly_as_strawberrys_view(
+    api: GraphQLClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain JSON POST runs straight through the schema (``GraphQLEndpoint.plain_post``);
+    the same request with a key the fast path does not know goes through strawberry's view.
+    Both must give the same status and body, whatever the request."""
+    await api.register("plain")
+    token = member_token("plain")
+    bodies: list[dict[str, Any]] = [
+        {"query": "{ me { externalId balance } }"},
+        {"query": "query Q($c: String) { me { balance(currency: $c) } }", "variables": {"c": "xp"}},
+        {"query": "{ me { externalId } } query Other { __typename }", "operationName": "Other"},
+        {"query": "{ me { externalId } } query Other { __typename }"},  # which one to run?
+        {"query": '{ member(externalId: "someone-else") { externalId } }'},  # FORBIDDEN
+        {"query": "{ me { nope } }"},  # validation error
+        {"query": "{ me { externalId "},  # syntax error
+        {"query": "subscription { memberUpdates { kind } }"},  # not over plain HTTP
+        {"query": "query($n: Int!) { __typename }", "variables": {"n": "x"}},
+        {"query": "{ me { externalId } }", "variables": None, "operationName": None},
+        {"query": 'mutation { checkIn(input: {idempotencyKey: "same"}) { errors { code } } }'},
+        {"query": 'mutation { checkIn(input: {idempotencyKey: "same"}) { errors { code } } }'},
+    ]
+    taken: list[bool] = []
+    original = GraphQLEndpoint.plain_post
+
+    async def spy(self: GraphQLEndpoint, *args: Any) -> bool:
+        taken.append(await original(self, *args))
+        return taken[-1]
+
+    monkeypatch.setattr(GraphQLEndpoint, "plain_post", spy)
+    headers = {"Authorization": f"Bearer {token}"}
+    for body in bodies:
+        plain = await api.http.post("/graphql", json=body, headers=headers)
+        viewed = await api.http.post("/graphql", json={**body, "unknown": 1}, headers=headers)
+        assert plain.status_code < 500, (body, plain.text)
+        assert (plain.status_code, plain.json()) == (viewed.status_code, viewed.json()), body
+    # every plain request but the subscription took the fast path; no other request did
+    subscription = bodies.index(next(b for b in bodies if b["query"].startswith("subscription")))
+    expected = [pair for i in range(len(bodies)) for pair in (i != subscription, False)]
+    assert taken == expected
