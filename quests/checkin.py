@@ -22,8 +22,9 @@ from members.program import get_program
 from members.service import require_active
 from quests.events import awards_from_json, awards_to_json, record_event
 from quests.models import CheckIn, CheckInReward, Streak
-from quests.rewards import grant_rewards
+from quests.rewards import KnownTier, grant_rewards
 from server.awards import Award
+from server.cache import TTLCache
 from server.errors import DomainError, ErrorCode, invalid
 
 CHECK_IN_EVENT = "check_in"
@@ -78,6 +79,7 @@ async def check_in(
         program=program,
         now=now,
         memo=f"Check-in, day {streak.current}",
+        known_tier=KnownTier(member.tier_id),  # the member row was read in this transaction
     )
     outcome = await record_event(
         session,
@@ -94,19 +96,23 @@ async def check_in(
     return CheckInResult(streak, awards)
 
 
+# The reward table is read by every check-in and changes rarely: each process keeps it for a
+# few seconds (a change made through another process shows within that) and forgets it when
+# it configures the table itself.
+_reward_table: TTLCache[str, dict[int, tuple[int, int]]] = TTLCache(seconds=5.0)
+
+
 async def _rewards_for_day(session: AsyncSession, day: int) -> list[dict[str, object]]:
-    rows = {
-        r.day: r
-        for r in await session.scalars(select(CheckInReward).where(CheckInReward.day.in_((0, day))))
-    }
-    reward = rows.get(day) or rows.get(0)
-    if reward is None:
-        return []
+    table = _reward_table.get("all")
+    if table is None:
+        rows = await session.scalars(select(CheckInReward))
+        table = _reward_table.put("all", {r.day: (r.points, r.xp) for r in rows})
+    points, xp = table.get(day) or table.get(0) or (0, 0)
     rewards: list[dict[str, object]] = []
-    if reward.points > 0:
-        rewards.append({"kind": "POINTS", "amount": reward.points, "currency": "points"})
-    if reward.xp > 0:
-        rewards.append({"kind": "XP", "amount": reward.xp, "currency": "xp"})
+    if points > 0:
+        rewards.append({"kind": "POINTS", "amount": points, "currency": "points"})
+    if xp > 0:
+        rewards.append({"kind": "XP", "amount": xp, "currency": "xp"})
     return rewards
 
 
@@ -128,6 +134,7 @@ async def configure_rewards(session: AsyncSession, rewards: list[DayReward]) -> 
         if not (0 <= reward.points <= 1_000_000_000 and 0 <= reward.xp <= 1_000_000_000):
             raise invalid("points and xp must be between 0 and 1000000000", "rewards")
         seen.add(reward.day)
+    _reward_table.clear()
     await session.execute(delete(CheckInReward))
     for reward in rewards:
         session.add(CheckInReward(day=reward.day, points=reward.points, xp=reward.xp))
