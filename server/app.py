@@ -136,8 +136,8 @@ class GraphQLEndpoint:
         (nothing done) for anything else, which strawberry's view then handles whole.
 
         The view's own path re-reads and re-parses the body and walks its content-type,
-        batching, upload, IDE and transport checks on every request; for the requests
-        clients actually send, that is a tenth of a cheap query's CPU."""
+        batching, upload, IDE and transport checks on every request: skipping them took 5 %
+        off the in-process CPU of a ``me`` request (README, Performance)."""
         plain = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         accept = request.headers.get("accept", "")
         if plain != "application/json" or "multipart/" in accept or "event-stream" in accept:
