@@ -1,10 +1,16 @@
-"""Helpers shared by the tests: resetting state and verifying the ledger's invariants."""
+"""Helpers shared by the tests: resetting state, verifying the ledger's invariants, and
+watching the statements the hot paths send."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import asyncpg
+import pytest
 import redis.asyncio as aioredis
 
+from server import rawsql
 from server.cache import clear_all
 from server.db import plain_dsn
 
@@ -49,3 +55,19 @@ async def verify_ledger(url: str) -> None:
         return
     report = await verify_database_url(url)
     assert report.ok, report.render()
+
+
+def record_statements(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...]]]:
+    """Every statement sent through ``server.rawsql`` from now on: (SQL, arguments)."""
+    sent: list[tuple[str, tuple[Any, ...]]] = []
+
+    def recording(original: Callable[..., Any]) -> Callable[..., Any]:
+        async def call(session: Any, sql: str, *args: Any) -> Any:
+            sent.append((sql, args))
+            return await original(session, sql, *args)
+
+        return call
+
+    for name in ("fetch", "fetchrow", "fetchval", "execute"):
+        monkeypatch.setattr(rawsql, name, recording(getattr(rawsql, name)))
+    return sent

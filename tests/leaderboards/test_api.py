@@ -18,12 +18,12 @@ from leaderboards.rebuild import rebuild
 from leaderboards.tasks import run_maintain
 from members import service as member_service
 from schema.leaderboards import FACES_SQL
-from server import rawsql
 from server.app import create_app
 from server.cache import clear_all
 from server.runtime import Runtime
 from server.settings import Settings
 from tests.api import GraphQLClient
+from tests.support import record_statements
 
 BOARD = """query($key: String!, $first: Int, $around: String, $period: String) {
   leaderboard(key: $key, first: $first, around: $around, period: $period) {
@@ -130,21 +130,17 @@ async def test_member_data_comes_in_one_batch(
     for n in range(1, 21):
         await api.register(f"c{n}")
         await grant_points(api, f"c{n}", n, f"c{n}")
-    batches: list[int] = []
-    fetch = rawsql.fetch
+    sent = record_statements(monkeypatch)
 
-    async def counted(session: Any, sql: str, *args: Any) -> Any:
-        if sql == FACES_SQL:
-            batches.append(len(args[0]))
-        return await fetch(session, sql, *args)
+    def batches() -> list[int]:
+        return [len(args[0]) for sql, args in sent if sql == FACES_SQL]
 
-    monkeypatch.setattr(rawsql, "fetch", counted)
     clear_all()
     result = await api.post(BOARD, {"key": "crowd", "first": 20})
     assert len(result.data["leaderboard"]["entries"]) == 20
-    assert batches == [20]  # one query for all twenty members and their titles
+    assert batches() == [20]  # one query for all twenty members and their titles
     again = await api.post(BOARD, {"key": "crowd", "first": 20})
-    assert again.data == result.data and batches == [20]  # shown a moment ago: no query
+    assert again.data == result.data and batches() == [20]  # shown a moment ago: no query
 
 
 async def test_admin_only_definitions_and_clear_errors(api: GraphQLClient) -> None:

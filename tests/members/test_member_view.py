@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,30 +11,14 @@ from sqlalchemy import text
 from ledger import service as ledger
 from members.tiers import list_tiers
 from members.view import member_view
-from server import rawsql
 from server.runtime import Runtime
 from tests.api import GraphQLClient
 from tests.members.helpers import earn_xp, make_ladder, make_member
+from tests.support import record_statements
 
 FULL = """query { me { externalId ...Money tierProgress { xpInWindow xpNeeded next { key } } } }
 fragment Money on Member {
   balance pendingBalance xp: balance(currency: "xp") }"""
-
-
-def count_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every statement sent through ``server.rawsql`` from now on (its SQL)."""
-    sent: list[str] = []
-
-    def counting(original: Callable[..., Any]) -> Callable[..., Any]:
-        async def call(session: Any, sql: str, *args: Any) -> Any:
-            sent.append(sql)
-            return await original(session, sql, *args)
-
-        return call
-
-    for name in ("fetch", "fetchrow", "fetchval", "execute"):
-        monkeypatch.setattr(rawsql, name, counting(getattr(rawsql, name)))
-    return sent
 
 
 async def rich_member(runtime: Runtime) -> int:
@@ -68,7 +51,7 @@ async def test_me_with_balances_and_progress_is_one_statement(
     runtime: Runtime, api: GraphQLClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await rich_member(runtime)
-    sent = count_statements(monkeypatch)
+    sent = record_statements(monkeypatch)
     me = (await api.as_member("rich", FULL)).data["me"]
     assert me == {
         "externalId": "rich",
@@ -90,7 +73,7 @@ async def test_the_same_answers_field_by_field(
     await rich_member(runtime)
     token_query = "{ me { externalId } }"
     assert (await api.as_member("rich", token_query)).data["me"] == {"externalId": "rich"}
-    sent = count_statements(monkeypatch)
+    sent = record_statements(monkeypatch)
     answers = {}
     for field in ("balance", "pendingBalance", 'balance(currency: "xp")'):
         answers[field] = (await api.as_member("rich", f"{{ me {{ {field} }} }}")).data["me"]
