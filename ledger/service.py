@@ -45,7 +45,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -73,6 +73,7 @@ from ledger.queries import (
 )
 from ledger.types import BatchGrant, BatchOutcome, Posted, Settlement
 from server import signals
+from server.signals import Target as SignalTarget
 
 __all__ = [
     "balances",
@@ -120,9 +121,7 @@ _REVERSE = "SELECT o_status, o_tx, o_created_at FROM ledger_reverse($1, $2, $3, 
 _SETTLE = (
     "SELECT o_lots, o_amount, o_candidates, o_transactions FROM ledger_settle_expirations($1, $2)"
 )
-_VEST_DUE = (
-    "SELECT o_count, o_amount, o_candidates, o_transactions FROM ledger_vest_due($1, $2)"
-)
+_VEST_DUE = "SELECT o_count, o_amount, o_candidates, o_transactions FROM ledger_vest_due($1, $2)"
 _BATCH = (
     "SELECT o_index, o_status, o_tx, o_created_at"
     " FROM ledger_post_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -219,8 +218,22 @@ async def grant(
     return posted
 
 
-async def _debit(
-    session: AsyncSession,
+class DebitArguments(NamedTuple):
+    """``ledger_debit``'s parameters, in its order."""
+
+    member_id: int
+    currency: str
+    amount: int
+    kind: str
+    sink: str
+    memo: str | None
+    reference: str | None
+    metadata: str | None  # JSON
+    key: str
+    digest: str  # the input hash stored with the key
+
+
+def debit_arguments(
     operation: str,
     sink: str,
     member_id: int,
@@ -230,7 +243,9 @@ async def _debit(
     memo: str | None,
     reference: str | None,
     metadata: Mapping[str, Any] | None,
-) -> Posted:
+) -> DebitArguments:
+    """The checked arguments of ``ledger_debit`` for a debit; other
+    domains' SQL functions that spend inside their own statement call it with these."""
     check_amount(amount)
     check_key(idempotency_key)
     check_currency(currency)
@@ -246,28 +261,44 @@ async def _debit(
             "metadata": metadata,
         },
     )
-    row = await fetchrow(
-        session,
-        _DEBIT,
-        member_id,
-        currency,
-        amount,
-        operation,
-        sink,
-        memo,
-        reference,
-        meta,
-        idempotency_key,
+    return DebitArguments(
+        member_id, currency, amount, operation, sink, memo, reference, meta, idempotency_key,
         digest,
-    )
+    )  # fmt: skip
+
+
+def debited(
+    session: SignalTarget, row: Any, member_id: int, amount: int, currency: str = "points"
+) -> Posted:
+    """The outcome of a ``ledger_debit`` call (its ``o_status``, ``o_tx``, ``o_created_at``
+    columns): raises for a refusal, emits MOVED for a new debit."""
     posted = _posted(row)
     if not posted.replayed:
         _moved(session, posted, changes=[(member_id, currency, -amount)])
     return posted
 
 
-def _moved(
+async def _debit(
     session: AsyncSession,
+    operation: str,
+    sink: str,
+    member_id: int,
+    amount: int,
+    idempotency_key: str,
+    currency: str,
+    memo: str | None,
+    reference: str | None,
+    metadata: Mapping[str, Any] | None,
+) -> Posted:
+    arguments = debit_arguments(
+        operation, sink, member_id, amount, idempotency_key, currency, memo, reference, metadata
+    )
+    row = await fetchrow(session, _DEBIT, *arguments)
+    return debited(session, row, member_id, amount, currency)
+
+
+def _moved(
+    session: SignalTarget,
     posted: Posted | None,
     *,
     changes: Sequence[tuple[int, str, int]] = (),

@@ -3,25 +3,29 @@ commit (the request or the task owns the transaction).
 
 Redeeming
 ---------
-``redeem`` does everything in the caller's transaction, in this order:
+``redeem`` sends one read and one writing statement, in the caller's transaction or on an
+``Autocommit`` connection (where the writing statement is the whole transaction):
 
 1. one read: the member, the item, a redemption already made with this idempotency key, and
-   (for items with a per-member limit) the units the member already holds;
+   (for items with a per-member limit) the units the member already holds, and (for items
+   with a minimum tier) whether the member's tier is high enough;
 2. replay: the same key with the same input (item key, quantity) returns the stored
    redemption and moves nothing; the same key with other input is ``IDEMPOTENCY_CONFLICT``;
 3. eligibility, cheapest first: active member, tier, window (and lottery not drawn), limit,
    stock, each refused with its code before anything is written;
-4. ``ledger.service.spend`` (idempotency key ``redeem:<member id>:<key>``), which locks the
-   member's points account, consumes lots soonest-expiring first, or refuses with
-   ``INSUFFICIENT_FUNDS``;
-5. the per-member limit again, now under the account lock: every redemption of this member
-   queues on that lock, so two concurrent redemptions cannot both see the last unit of the
-   allowance;
-6. ONE statement that records the member's activity (``members.service.touch``'s rule),
-   claims a coupon code (``FOR UPDATE SKIP LOCKED``: concurrent redemptions never wait for
-   each other's code and never get the same one), and inserts the redemption and its lottery
-   tickets;
-7. at COMMIT, the deferred constraint trigger ``redemptions_take_stock`` (migration 0006)
+4. ONE statement, ``redemptions_redeem`` (migration 0014), which
+   - spends through ``ledger_debit`` (idempotency key ``redeem:<member id>:<key>``): it
+     locks the member's points account, consumes lots soonest-expiring first, or refuses
+     with ``INSUFFICIENT_FUNDS``;
+   - checks the per-member limit again, now under the account lock: every redemption of
+     this member queues on that lock, so two concurrent redemptions cannot both see the last
+     unit of the allowance (``QL412``, ``LIMIT_REACHED``);
+   - records the member's activity (``members.service.touch``'s rule), claims a coupon code
+     (``FOR UPDATE SKIP LOCKED``: concurrent redemptions never wait for each other's code and
+     never get the same one; none left is ``QL413``, ``OUT_OF_STOCK``), and inserts the
+     redemption and its lottery tickets; a refusal raised after the spend undoes the
+     statement, spend included;
+5. at COMMIT, the deferred constraint trigger ``redemptions_take_stock`` (migration 0006)
    decrements stock atomically: ``UPDATE .. SET stock = stock - q WHERE stock >= q AND
    drawn_at IS NULL``, or fails the commit (SQLSTATE ``QL410``: out of stock, ``QL411``:
    lottery drawn; :func:`refusal_at_commit` maps them). Unlimited items are not touched.
@@ -33,7 +37,8 @@ the item would queue behind that (on a busy machine: milliseconds each). Taken i
 it lasts for the trigger and the commit's own flush. It is still the same transaction: a
 refused commit rolls everything back, the spend included. So a caller of :func:`redeem` must
 expect ``OUT_OF_STOCK`` (or ``NOT_ELIGIBLE`` for a lottery drawn meanwhile) from the commit;
-the stock read in step 3 refuses early in the common case.
+the stock read in step 3 refuses early in the common case. On an ``Autocommit`` connection
+the statement's end is the commit, and ``redeem`` maps that refusal itself.
 
 Any refusal raises ``DomainError`` (or fails the commit, above); the caller rolls back, so a
 failure writes nothing (not even the spend of step 4). Lock order, everywhere in this module:
@@ -81,13 +86,12 @@ from ledger import service as ledger
 from ledger.errors import LedgerError
 from members.models import Tier
 from members.service import touch
-from members.tiers import list_tiers
 from members.validation import validate_key
 from redemptions import lottery
 from redemptions.models import ITEM_KINDS, CatalogItem
 from server import signals
 from server.errors import DomainError, ErrorCode, invalid, not_found
-from server.rawsql import driver
+from server.rawsql import Autocommit, Queryable, driver
 
 MAX_TOTAL_COST = 1_000_000_000
 MAX_KEY_LENGTH = 255
@@ -320,7 +324,7 @@ def _row(record: Any) -> RedemptionRow:
     return RedemptionRow(**dict(record))
 
 
-async def get_redemption(session: AsyncSession, redemption_id: int) -> RedemptionRow | None:
+async def get_redemption(session: Queryable, redemption_id: int) -> RedemptionRow | None:
     conn = await driver(session)
     record = await conn.fetchrow(
         f"SELECT {_REDEMPTION_COLUMNS}{_REDEMPTION_FROM} WHERE r.id = $1", redemption_id
@@ -389,66 +393,48 @@ def spend_key(member_id: int, idempotency_key: str) -> str:
 
 
 _LOOKUP = """
-SELECT m.id AS member_id, m.status AS member_status, m.tier_id,
+SELECT m.id AS member_id, m.status AS member_status,
        i.id AS item_id, i.name, i.kind, i.cost, i.stock, i.per_member_limit, i.min_tier_id,
        i.available_from, i.available_until, i.drawn_at,
        r.id AS existing_id, r.input_hash AS existing_hash,
        CASE WHEN i.per_member_limit IS NOT NULL THEN
            (SELECT coalesce(sum(x.quantity), 0) FROM redemptions x
             WHERE x.member_id = m.id AND x.item_id = i.id AND x.status <> 'CANCELLED')
-       END AS used
+       END AS used,
+       CASE WHEN i.min_tier_id IS NOT NULL THEN
+           (SELECT coalesce(held.rank >= needed.rank, false) FROM tiers needed
+            LEFT JOIN tiers held ON held.id = m.tier_id WHERE needed.id = i.min_tier_id)
+       END AS tier_enough
 FROM members m
 LEFT JOIN catalog_items i ON i.key = $2
 LEFT JOIN redemptions r ON r.member_id = m.id AND r.idempotency_key = $3
 WHERE m.external_id = $1
 """
 
-_USED = """
-SELECT coalesce(sum(quantity), 0) FROM redemptions
-WHERE member_id = $1 AND item_id = $2 AND status <> 'CANCELLED'
-"""
-
-# $1 member, $2 item, $3 key, $4 quantity, $5 total cost, $6 input hash, $7 spend tx,
-# $8 coupon, $9 lottery, $10 now. Stock is taken at commit by the redemptions_take_stock
-# trigger (see the module docstring).
-# ``touched`` is members.service.touch's rule (last activity only moves forward), sent with
-# the rest rather than as its own ORM statement: on this path that statement cost more client
-# CPU than everything else together (quests/events.py does the same for events).
-_WRITE = """
-WITH touched AS (
-    UPDATE members SET last_active_at = $10
-    WHERE id = $1 AND (last_active_at IS NULL OR last_active_at < $10)
-    RETURNING 1
-), code AS (
-    SELECT id FROM coupon_codes
-    WHERE $8::boolean AND item_id = $2 AND redemption_id IS NULL
-    ORDER BY id LIMIT 1
-    FOR UPDATE SKIP LOCKED
-), r AS (
-    INSERT INTO redemptions (member_id, item_id, quantity, cost, idempotency_key, input_hash,
-                             spend_transaction_id)
-    SELECT $1, $2, $4::int, $5, $3, $6, $7
-    WHERE NOT $8::boolean OR EXISTS (SELECT 1 FROM code)
-    RETURNING id, created_at
-), assigned AS (
-    UPDATE coupon_codes c SET redemption_id = r.id, assigned_at = r.created_at
-    FROM r, code WHERE c.id = code.id AND c.redemption_id IS NULL
-    RETURNING c.code
-), entries AS (
-    INSERT INTO lottery_entries (item_id, redemption_id, member_id)
-    SELECT $2, r.id, $1 FROM r, generate_series(1, $4::int) WHERE $9::boolean
+# Everything a redemption writes, in one statement (migration 0014): the spend (ledger_debit's
+# ten arguments follow the first ten), the limit under the account lock, the member's
+# activity (members.service.touch's rule), a coupon code, the redemption, lottery tickets.
+_REDEEM = (
+    "SELECT o_status, o_tx, o_tx_at AS o_created_at, o_id, o_created_at AS created_at, o_code"
+    " FROM redemptions_redeem($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+    " $11, $12, $13, $14, $15)"
 )
-SELECT r.id, r.created_at, (SELECT a.code FROM assigned a) AS code
-FROM (SELECT 1) AS one LEFT JOIN r ON true
-"""
 
+# What a redemption emits (a durable writer wanting one of them makes it run in a transaction).
+CREATED = "redemption.created"
+REDEEM_TOPICS = frozenset({CREATED, ledger.MOVED})
+
+# SQLSTATEs raised by the stock trigger at commit (0006) and by redemptions_redeem (0014).
 OUT_OF_STOCK_SQLSTATE = "QL410"
 LOTTERY_DRAWN_SQLSTATE = "QL411"
+LIMIT_SQLSTATE = "QL412"
+NO_CODES_SQLSTATE = "QL413"
 
 
 def refusal_at_commit(error: BaseException) -> DomainError | None:
-    """The domain refusal behind a failed COMMIT of a redemption (the stock trigger), if that
-    is what it was; None for any other failure. Looks through SQLAlchemy's wrapping."""
+    """The domain refusal behind a failed statement or COMMIT of a redemption (the stock
+    trigger, the limit, the coupon codes), if that is what it was; None for any other
+    failure. Looks through SQLAlchemy's wrapping."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
@@ -458,6 +444,10 @@ def refusal_at_commit(error: BaseException) -> DomainError | None:
             return _refuse(ErrorCode.OUT_OF_STOCK, "not enough stock left", "itemKey")
         if state == LOTTERY_DRAWN_SQLSTATE:
             return _refuse(ErrorCode.NOT_ELIGIBLE, "this lottery has been drawn", "itemKey")
+        if state == LIMIT_SQLSTATE:
+            return _refuse(ErrorCode.LIMIT_REACHED, "the per-member limit is reached", "quantity")
+        if state == NO_CODES_SQLSTATE:
+            return _refuse(ErrorCode.OUT_OF_STOCK, "no coupon codes left", "itemKey")
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else current.__cause__
     return None
@@ -467,19 +457,8 @@ def _refuse(code: ErrorCode, message: str, field: str | None = None) -> DomainEr
     return DomainError(code, message, field)
 
 
-async def _tier_rank(session: AsyncSession, tier_id: int | None) -> int | None:
-    if tier_id is None:
-        return None
-    tiers = await list_tiers(session)
-    found = next((t for t in tiers if t.id == tier_id), None)
-    if found is None:  # a tier made in another process within the cache's TTL
-        tiers = await list_tiers(session, fresh=True)
-        found = next((t for t in tiers if t.id == tier_id), None)
-    return found.rank if found else None
-
-
 async def redeem(
-    session: AsyncSession,
+    session: AsyncSession | Autocommit,
     *,
     external_id: str,
     item_key: str,
@@ -487,9 +466,10 @@ async def redeem(
     idempotency_key: str,
     now: datetime | None = None,
 ) -> RedeemOutcome:
-    """Redeem ``quantity`` units of ``item_key`` for the member (see the module docstring).
-    The stock is taken when the caller commits, and the commit may refuse it: map the error
-    with :func:`refusal_at_commit`."""
+    """Redeem ``quantity`` units of ``item_key`` for the member (see the module docstring):
+    one read, then one writing statement. In a transaction, the stock is taken when the
+    caller commits, and the commit may refuse it: map the error with
+    :func:`refusal_at_commit`. On an ``Autocommit`` the statement commits by itself."""
     if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= MAX_KEY_LENGTH:
         raise invalid("idempotencyKey must be 1 to 255 characters", "idempotencyKey")
     if not _whole(quantity) or quantity < 1:
@@ -501,23 +481,87 @@ async def redeem(
     if found is None:
         raise not_found(f"no member with externalId {external_id!r}", "externalId")
     if found["existing_id"] is not None:
-        return await _replay(session, found["existing_id"], found["existing_hash"], digest)
+        return await _replay(conn, found["existing_id"], found["existing_hash"], digest)
     if found["item_id"] is None:
         raise not_found(f"no catalogue item {item_key!r}", "itemKey")
+    _check_eligible(found, quantity, moment)
 
+    member_id: int = found["member_id"]
+    total = found["cost"] * quantity
+    spend = ledger.debit_arguments(
+        "spend", "redemptions", member_id, total, spend_key(member_id, idempotency_key),
+        "points", found["name"], f"catalog:{item_key}", {"item": item_key, "quantity": quantity},
+    )  # fmt: skip
     kind: str = found["kind"]
-    cost: int = found["cost"]
-    if quantity > MAX_QUANTITY or cost * quantity > MAX_TOTAL_COST:
+    try:
+        written = await conn.fetchrow(
+            _REDEEM,
+            member_id,
+            found["item_id"],
+            idempotency_key,
+            quantity,
+            total,
+            digest,
+            kind == "COUPON",
+            kind == "LOTTERY",
+            moment,
+            found["per_member_limit"],
+            spend.key,
+            spend.digest,
+            spend.memo,
+            spend.reference,
+            spend.metadata,
+        )
+    except Exception as error:
+        refusal = refusal_at_commit(error)
+        if refusal is None:
+            raise
+        raise refusal from None
+    try:
+        posted = ledger.debited(session, written, member_id, total)
+    except LedgerError as error:
+        field = "idempotencyKey" if error.code == ErrorCode.IDEMPOTENCY_CONFLICT else None
+        raise DomainError(error.code, error.message, field) from None
+    if posted.replayed:  # a twin request with this key committed while we waited
+        twin = await conn.fetchrow(
+            "SELECT id, input_hash FROM redemptions WHERE member_id = $1 AND idempotency_key = $2",
+            member_id,
+            idempotency_key,
+        )
+        if twin is None:
+            raise _refuse(ErrorCode.CONFLICT, "this idempotency key is in use; try again")
+        return await _replay(conn, twin["id"], twin["input_hash"], digest)
+
+    redemption = RedemptionRow(
+        id=written["o_id"],
+        member_id=member_id,
+        item_id=found["item_id"],
+        quantity=quantity,
+        cost=total,
+        status="PENDING",
+        created_at=written["created_at"],
+        code=written["o_code"],
+        code_revealed_at=None,
+        fulfilled_at=None,
+        cancelled_at=None,
+        cancel_reason=None,
+        spend_transaction_id=posted.transaction_id,
+        refund_transaction_id=None,
+    )
+    _emit(session, CREATED, redemption, item_key=item_key)
+    return RedeemOutcome(redemption, replayed=False)
+
+
+def _check_eligible(found: Any, quantity: int, moment: datetime) -> None:
+    """Refusals the lookup already shows, cheapest first; nothing has been written."""
+    if quantity > MAX_QUANTITY or found["cost"] * quantity > MAX_TOTAL_COST:
         raise invalid("quantity too large: cost × quantity is above 1,000,000,000", "quantity")
-    if kind == "COUPON" and quantity != 1:
+    if found["kind"] == "COUPON" and quantity != 1:
         raise invalid("a coupon is redeemed one at a time (quantity 1)", "quantity")
     if found["member_status"] != "active":
         raise _refuse(ErrorCode.NOT_ELIGIBLE, "this member is suspended", "externalId")
-    if found["min_tier_id"] is not None:
-        required = await _tier_rank(session, found["min_tier_id"])
-        held = await _tier_rank(session, found["tier_id"])
-        if required is not None and (held is None or held < required):
-            raise _refuse(ErrorCode.NOT_ELIGIBLE, "the member's tier is too low", "itemKey")
+    if found["tier_enough"] is False:  # NULL: no minimum tier (or it no longer exists)
+        raise _refuse(ErrorCode.NOT_ELIGIBLE, "the member's tier is too low", "itemKey")
     if found["available_from"] is not None and moment < found["available_from"]:
         raise _refuse(ErrorCode.NOT_ELIGIBLE, "this item is not available yet", "itemKey")
     if found["available_until"] is not None and moment >= found["available_until"]:
@@ -530,73 +574,8 @@ async def redeem(
     if found["stock"] is not None and found["stock"] < quantity:
         raise _refuse(ErrorCode.OUT_OF_STOCK, "not enough stock left", "itemKey")
 
-    member_id: int = found["member_id"]
-    item_id: int = found["item_id"]
-    total = cost * quantity
-    try:
-        posted = await ledger.spend(
-            session,
-            member_id,
-            total,
-            idempotency_key=spend_key(member_id, idempotency_key),
-            memo=found["name"],
-            reference=f"catalog:{item_key}",
-            metadata={"item": item_key, "quantity": quantity},
-        )
-    except LedgerError as error:
-        field = "idempotencyKey" if error.code == ErrorCode.IDEMPOTENCY_CONFLICT else None
-        raise DomainError(error.code, error.message, field) from None
-    if posted.replayed:  # a twin request with this key committed while we waited
-        twin = await conn.fetchrow(
-            "SELECT id, input_hash FROM redemptions WHERE member_id = $1 AND idempotency_key = $2",
-            member_id,
-            idempotency_key,
-        )
-        if twin is None:
-            raise _refuse(ErrorCode.CONFLICT, "this idempotency key is in use; try again")
-        return await _replay(session, twin["id"], twin["input_hash"], digest)
 
-    if limit is not None:  # again, now that this member's redemptions queue on the account
-        used = await conn.fetchval(_USED, member_id, item_id)
-        if used + quantity > limit:
-            raise _refuse(ErrorCode.LIMIT_REACHED, f"at most {limit} per member", "quantity")
-
-    written = await conn.fetchrow(
-        _WRITE,
-        member_id,
-        item_id,
-        idempotency_key,
-        quantity,
-        total,
-        digest,
-        posted.transaction_id,
-        kind == "COUPON",
-        kind == "LOTTERY",
-        moment,
-    )
-    if written["id"] is None:
-        raise _refuse(ErrorCode.OUT_OF_STOCK, "no coupon codes left", "itemKey")
-    redemption = RedemptionRow(
-        id=written["id"],
-        member_id=member_id,
-        item_id=item_id,
-        quantity=quantity,
-        cost=total,
-        status="PENDING",
-        created_at=written["created_at"],
-        code=written["code"],
-        code_revealed_at=None,
-        fulfilled_at=None,
-        cancelled_at=None,
-        cancel_reason=None,
-        spend_transaction_id=posted.transaction_id,
-        refund_transaction_id=None,
-    )
-    _emit(session, "redemption.created", redemption, item_key=item_key)
-    return RedeemOutcome(redemption, replayed=False)
-
-
-def _emit(session: AsyncSession, topic: str, row: RedemptionRow, **extra: Any) -> None:
+def _emit(session: signals.Target, topic: str, row: RedemptionRow, **extra: Any) -> None:
     signals.emit(
         session,
         topic,
@@ -611,7 +590,7 @@ def _emit(session: AsyncSession, topic: str, row: RedemptionRow, **extra: Any) -
 
 
 async def _replay(
-    session: AsyncSession, redemption_id: int, stored_hash: str, digest: str
+    session: Queryable, redemption_id: int, stored_hash: str, digest: str
 ) -> RedeemOutcome:
     if stored_hash != digest:
         raise _refuse(

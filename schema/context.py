@@ -92,7 +92,11 @@ class Context:
         """A new session in one transaction (see ``Runtime.transaction``)."""
         async with self.runtime.transaction() as session:
             yield session
-        self._loaders.clear()  # objects loaded before the write may be stale now
+        self.forget_loaded()
+
+    def forget_loaded(self) -> None:
+        """Drop the DataLoaders' objects: after a write, those loaded before may be stale."""
+        self._loaders.clear()
 
     async def close(self) -> None:
         """Return the read connections once no resolver uses them; a connection whose

@@ -1,4 +1,5 @@
-"""Running a mutation: one transaction, domain failures returned as payload errors."""
+"""Running a mutation: one transaction (or one autocommit statement), domain failures returned
+as payload errors."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info
 
 from schema.errors import UserError
+from server import signals
 from server.errors import DomainError
+from server.rawsql import Autocommit
 
 PayloadT = TypeVar("PayloadT")
 
@@ -26,3 +29,26 @@ async def run_in_transaction(
             return await work(session)
     except DomainError as error:
         return failed([UserError.from_domain(error)])
+
+
+async def run_as_one_statement(
+    info: Info,
+    topics: frozenset[str],
+    work: Callable[[AsyncSession | Autocommit], Awaitable[PayloadT]],
+    failed: Callable[[list[UserError]], PayloadT],
+) -> PayloadT:
+    """Run ``work``, whose writes are ONE statement (its last), on a plain autocommit
+    connection: no BEGIN, no COMMIT, no SQLAlchemy session (``Runtime.autocommit``). When a
+    durable writer wants one of the ``topics`` the work emits (a webhook subscribes to them),
+    it runs in a transaction instead, where that writer runs before the commit."""
+    context = info.context
+    try:
+        async with context.runtime.autocommit() as unit:
+            if not topics & await signals.durable_topics(unit.connection):
+                try:
+                    return await work(unit)
+                finally:
+                    context.forget_loaded()
+    except DomainError as error:
+        return failed([UserError.from_domain(error)])
+    return await run_in_transaction(info, work, failed)

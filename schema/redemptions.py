@@ -24,12 +24,13 @@ from redemptions import service
 from redemptions.models import CatalogItem as CatalogItemModel
 from schema.context import Context
 from schema.errors import UserError, forbidden
-from schema.mutations import run_in_transaction
+from schema.mutations import run_as_one_statement, run_in_transaction
 from schema.pagination import Connection, build_connection, decode_int_cursor, page_size
 from schema.permissions import IsAdmin, IsAuthenticated, IsMember, principal_of
 from schema.program import Tier, all_tiers, tier_from_model
 from server.auth import Role
 from server.errors import DomainError, not_found
+from server.rawsql import Autocommit
 
 if TYPE_CHECKING:
     from schema.member_type import Member
@@ -555,7 +556,7 @@ class RedemptionMutations:
     async def redeem(self, info: Info, input: RedeemInput) -> RedeemPayload:
         external_id = principal_of(info).external_id or ""
 
-        async def work(session: AsyncSession) -> RedeemPayload:
+        async def work(session: AsyncSession | Autocommit) -> RedeemPayload:
             outcome = await service.redeem(
                 session,
                 external_id=external_id,
@@ -569,8 +570,8 @@ class RedemptionMutations:
             return RedeemPayload(redemption=None, errors=errors)
 
         try:
-            return await run_in_transaction(info, work, failed)
-        except DBAPIError as error:  # the stock is taken by the commit, which may refuse it
+            return await run_as_one_statement(info, service.REDEEM_TOPICS, work, failed)
+        except DBAPIError as error:  # in a transaction, the stock is taken by the commit
             refusal = service.refusal_at_commit(error)
             if refusal is None:
                 raise

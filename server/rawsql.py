@@ -14,14 +14,27 @@ serves a mutation's transaction and a request's hot reads.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 _DRIVER = "rawsql.driver_connection"
 
-# An AsyncSession, or an asyncpg connection (asyncpg has no type hints: Any).
+# An AsyncSession, an Autocommit, or an asyncpg connection (asyncpg has no type hints: Any).
 Queryable = AsyncSession | Any
+
+
+@dataclass
+class Autocommit:
+    """Work whose writes are ONE statement, run on a plain asyncpg connection in autocommit
+    mode (``Runtime.autocommit``): that statement is its own transaction, so the work costs
+    no BEGIN and no COMMIT round trip and no SQLAlchemy session. Reads before it see what was
+    committed when they ran, as every statement under READ COMMITTED does. Signals emitted
+    into ``info`` are delivered once the work returns (its one write has committed)."""
+
+    connection: Any
+    info: dict[Any, Any] = field(default_factory=dict)
 
 
 async def driver(session: Queryable) -> Any:
@@ -33,6 +46,8 @@ async def driver(session: Queryable) -> Any:
     The connection is then cached in ``session.info`` for as long as the session's transaction
     lasts (one transaction holds one connection): asking SQLAlchemy for it costs ~40 us of
     client CPU per call. A plain asyncpg connection is returned as it is."""
+    if isinstance(session, Autocommit):
+        return session.connection
     if not isinstance(session, AsyncSession):
         return session
     current = session.sync_session.get_transaction()

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server import signals
 from server.db import make_engine, make_read_pool, make_sessionmaker
+from server.rawsql import Autocommit
 from server.settings import Settings
 
 log = structlog.get_logger("questline.runtime")
@@ -85,3 +86,21 @@ class Runtime:
                 await hook()
             except Exception:  # the data is committed; a failed side effect must not undo it
                 log.exception("after-commit hook failed")
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[Autocommit]:
+        """A plain pooled asyncpg connection in autocommit mode, for work that writes with ONE
+        statement, its last (see ``server.rawsql.Autocommit``). What the work emitted is
+        delivered once it has returned; a refusal raised by the statement wrote nothing and
+        emitted nothing. Work that emits a topic a durable writer wants must use
+        ``transaction()`` instead (``signals.durable_topics``)."""
+        async with self.read_pool.acquire() as connection:
+            work = Autocommit(connection)
+            try:
+                yield work
+            except asyncio.CancelledError:
+                connection.terminate()  # mid-statement: never back to the pool
+                raise
+        emitted = signals.take(work)
+        if emitted:
+            await signals.deliver(emitted, runtime=self)

@@ -23,11 +23,10 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 log = structlog.get_logger("questline.signals")
@@ -39,13 +38,24 @@ class Signal:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
+class Target(Protocol):
+    """Where signals are queued: an ``AsyncSession``/``Session`` (delivered after its commit)
+    or ``server.rawsql.Autocommit`` (delivered after its one writing statement)."""
+
+    @property
+    def info(self) -> dict[Any, Any]: ...
+
+
 Handler = Callable[[list[Signal]], Awaitable[None]]
 _handlers: dict[str, list[Handler]] = defaultdict(list)
 
 # Runs inside the transaction, before the commit: (sync session, signals of its topics in the
 # order they were emitted).
 DurableWriter = Callable[[Session, list[Signal]], None]
-_writers: list[tuple[frozenset[str], DurableWriter]] = []
+# Which of its topics a durable writer would write for right now, asked with a plain asyncpg
+# connection (webhooks: the topics some active endpoint subscribes to).
+Interest = Callable[[Any], Awaitable[frozenset[str]]]
+_writers: list[tuple[frozenset[str], DurableWriter, Interest | None]] = []
 
 _PENDING = "signals"
 _PERSISTED = "signals_persisted"  # how many of the pending signals the writers have seen
@@ -62,25 +72,36 @@ def unsubscribe(topic: str, handler: Handler) -> None:
         _handlers[topic].remove(handler)
 
 
-def persist(topics: Iterable[str], writer: DurableWriter) -> None:
+def persist(topics: Iterable[str], writer: DurableWriter, interest: Interest | None = None) -> None:
     """Run ``writer`` in every transaction that emitted one of ``topics``, right before it
-    commits, with those signals (see the module docstring)."""
-    entry = (frozenset(topics), writer)
-    if entry not in _writers:
-        _writers.append(entry)
+    commits, with those signals (see the module docstring). ``interest`` tells which topics
+    it wants at the moment (all of them when None), see :func:`durable_topics`."""
+    if all(entry[1] is not writer for entry in _writers):
+        _writers.append((frozenset(topics), writer, interest))
 
 
 def stop_persisting(writer: DurableWriter) -> None:
     _writers[:] = [entry for entry in _writers if entry[1] is not writer]
 
 
-def emit(session: AsyncSession | Session, topic: str, **payload: Any) -> None:
+async def durable_topics(connection: Any) -> frozenset[str]:
+    """The topics some durable writer wants written at the moment. Work that emits one of
+    them must run in a transaction (``Runtime.transaction``), where the writers run before
+    the commit; work that emits none may run as one autocommit statement
+    (``Runtime.autocommit``)."""
+    wanted: set[str] = set()
+    for topics, _, interest in list(_writers):
+        wanted |= topics if interest is None else topics & await interest(connection)
+    return frozenset(wanted)
+
+
+def emit(session: Target, topic: str, **payload: Any) -> None:
     """Queue a signal; it is delivered once the session's transaction commits."""
     pending: list[Signal] = session.info.setdefault(_PENDING, [])
     pending.append(Signal(topic, payload))
 
 
-def take(session: AsyncSession) -> list[Signal]:
+def take(session: Target) -> list[Signal]:
     session.info.pop(_PERSISTED, None)
     session.info.pop(_SAVEPOINTS, None)
     return list(session.info.pop(_PENDING, []))
@@ -128,7 +149,7 @@ def _run_durable_writers(session: Session) -> None:
     fresh = pending[seen:]
     if not fresh:
         return
-    for topics, writer in list(_writers):
+    for topics, writer, _ in list(_writers):
         batch = [signal for signal in fresh if signal.topic in topics]
         if batch:
             writer(session, batch)

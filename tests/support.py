@@ -71,3 +71,24 @@ def record_statements(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[
     for name in ("fetch", "fetchrow", "fetchval", "execute"):
         monkeypatch.setattr(rawsql, name, recording(getattr(rawsql, name)))
     return sent
+
+
+def record_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SQL of every query any asyncpg connection sends from now on, through SQLAlchemy or
+    not, BEGIN and COMMIT included (each is a round trip to PostgreSQL)."""
+    sent: list[str] = []
+    simple = asyncpg.Connection.execute
+    extended = asyncpg.Connection._execute
+
+    async def execute(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+        if not args:  # with arguments it goes through _execute, recorded there
+            sent.append(query)
+        return await simple(self, query, *args, **kwargs)
+
+    async def _execute(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(query)
+        return await extended(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", execute)
+    monkeypatch.setattr(asyncpg.Connection, "_execute", _execute)
+    return sent

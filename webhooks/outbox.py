@@ -116,6 +116,18 @@ def subscribed_types(session: Session) -> frozenset[str]:
     return _subscriptions.put("types", found)
 
 
+async def wanted_topics(connection: Any) -> frozenset[str]:
+    """The signal topics some active endpoint wants events of (the durable writer's interest,
+    see ``server.signals.durable_topics``); same cache as :func:`subscribed_types`."""
+    subscribed = _subscriptions.get("types")
+    if subscribed is None:
+        rows = await connection.fetch(SUBSCRIBED_TYPES_SQL)
+        subscribed = _subscriptions.put("types", frozenset(row["type"] for row in rows))
+    return frozenset(
+        topic for topic, types in TOPIC_EVENT_TYPES.items() if subscribed.intersection(types)
+    )
+
+
 def forget_subscriptions() -> None:
     """Re-read the subscribed event types on next use (after an endpoint changed)."""
     _subscriptions.clear()
@@ -399,4 +411,4 @@ async def enqueue_deliveries(delivery_ids: list[int]) -> None:
         await enqueue(deliver.message(delivery_ids[start : start + DELIVERIES_PER_MESSAGE]))
 
 
-signals.persist(TOPIC_EVENT_TYPES.keys(), _write_signals)
+signals.persist(TOPIC_EVENT_TYPES.keys(), _write_signals, wanted_topics)

@@ -11,12 +11,14 @@ from typing import Any, TypeVar
 
 from sqlalchemy import insert, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger import service as ledger
 from members.models import Member
 from redemptions import service
 from redemptions.service import CatalogItemInput, RedeemOutcome
 from server.errors import DomainError
+from server.rawsql import Autocommit
 from server.runtime import Runtime
 
 T = TypeVar("T")
@@ -77,6 +79,12 @@ async def make_item(runtime: Runtime, key: str = "mug", **fields: Any) -> int:
         return outcome.item.id
 
 
+# How ``redeem`` runs: "transaction" (``Runtime.transaction``) or "autocommit"
+# (``Runtime.autocommit``, as the API runs a redemption when no webhook wants its events).
+# The ``redeem_path`` fixture (tests/redemptions/conftest.py) runs a module's tests both ways.
+REDEEM_PATH = {"mode": "transaction"}
+
+
 async def redeem(
     runtime: Runtime,
     member_external_id: str,
@@ -85,18 +93,25 @@ async def redeem(
     quantity: int = 1,
     now: datetime | None = None,
 ) -> RedeemOutcome | DomainError:
-    """One redemption in its own transaction; returns the outcome or the refusal (including
-    one from the commit: the stock is taken there)."""
+    """One redemption on its own (a transaction, or one autocommit statement); returns the
+    outcome or the refusal (including one from the commit: the stock is taken there)."""
+
+    async def run(target: AsyncSession | Autocommit) -> RedeemOutcome:
+        return await service.redeem(
+            target,
+            external_id=member_external_id,
+            item_key=item_key,
+            quantity=quantity,
+            idempotency_key=key,
+            now=now,
+        )
+
     try:
+        if REDEEM_PATH["mode"] == "autocommit":
+            async with runtime.autocommit() as unit:
+                return await run(unit)
         async with runtime.transaction() as session:
-            return await service.redeem(
-                session,
-                external_id=member_external_id,
-                item_key=item_key,
-                quantity=quantity,
-                idempotency_key=key,
-                now=now,
-            )
+            return await run(session)
     except DomainError as error:
         return error
     except DBAPIError as error:

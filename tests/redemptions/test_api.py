@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from ledger import service as ledger
@@ -13,6 +14,8 @@ from redemptions import lottery
 from server.runtime import Runtime
 from tests.api import GraphQLClient, member_token
 from tests.redemptions.helpers import balance, snapshot, stock_of
+from tests.support import record_round_trips
+from tests.webhooks.helpers import outbox, subscribe
 
 UPSERT = """mutation($input: UpsertCatalogItemInput!) {
   upsertCatalogItem(input: $input) {
@@ -32,6 +35,9 @@ REDEEM = """mutation($input: RedeemInput!) {
     redemption { id item { key } quantity cost status createdAt }
     errors { code field message }
   }
+}"""
+REDEEM_BARE = """mutation($input: RedeemInput!) {
+  redeem(input: $input) { redemption { id cost status } errors { code } }
 }"""
 REDEEM_WITH_CODE = """mutation($input: RedeemInput!) {
   redeem(input: $input) { redemption { id code } errors { code } }
@@ -174,6 +180,43 @@ async def test_redeem_through_the_api(api: GraphQLClient, runtime: Runtime) -> N
 
     me = (await api.as_member("alice", "{ me { lastActiveAt } }")).data["me"]
     assert me["lastActiveAt"] is not None
+
+
+async def test_a_redemption_is_one_read_and_one_statement_without_begin_or_commit(
+    api: GraphQLClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dora = await member_with_points(api, runtime, "dora", 1000)
+    await upsert(api, key="pin", cost=10, stock=5, perMemberLimit=3)
+    await redeem(api, "dora", "pin", "warm-up")  # the caches (token, subscriptions) filled
+    sent = record_round_trips(monkeypatch)
+    done = await redeem(api, "dora", "pin", "k-1", query=REDEEM_BARE)
+    assert done["errors"] == [] and done["redemption"]["cost"] == 10
+    assert len(sent) == 2, sent
+    assert "redemptions_redeem" in sent[1]
+    assert not [q for q in sent if q.split()[0].upper() in ("BEGIN", "COMMIT", "ROLLBACK")]
+    # what the statement refuses comes back as a payload error, and wrote nothing
+    await redeem(api, "dora", "pin", "k-2")
+    before = await snapshot(runtime)
+    over = await redeem(api, "dora", "pin", "k-3", query=REDEEM_BARE)
+    assert over == {"redemption": None, "errors": [{"code": "LIMIT_REACHED"}]}
+    assert await snapshot(runtime) == before
+    assert await balance(runtime, dora) == 970
+    assert await stock_of(runtime, "pin") == 2
+
+
+async def test_a_redemption_a_webhook_wants_commits_with_its_event(
+    api: GraphQLClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await subscribe(runtime, "http://127.0.0.1:9/hooks", ["redemption.created"])
+    await member_with_points(api, runtime, "emil", 1000)
+    await upsert(api, key="cap", cost=10)
+    sent = record_round_trips(monkeypatch)
+    done = await redeem(api, "emil", "cap", "k-1", query=REDEEM_BARE)
+    assert done["errors"] == []
+    assert [q.split()[0].upper() for q in sent].count("BEGIN") == 1  # in a transaction
+    (event,) = await outbox(runtime)  # written in it, before the commit
+    assert event["type"] == "redemption.created"
+    assert event["data"]["redemptionId"] == done["redemption"]["id"]
 
 
 async def test_member_redemptions_newest_first_and_admin_listing(

@@ -1,10 +1,12 @@
-"""Redemptions under concurrency: each one in its own transaction on its own pooled
-connection, all fired at once with asyncio.gather. The ledger is verified after each test."""
+"""Redemptions under concurrency: each one in its own transaction (or its own autocommit
+statement) on its own pooled connection, all fired at once with asyncio.gather. The ledger is
+verified after each test."""
 
 from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from sqlalchemy import text
 
 from redemptions.service import RedeemOutcome
@@ -19,6 +21,8 @@ from tests.redemptions.helpers import (
     redeem,
     stock_of,
 )
+
+pytestmark = pytest.mark.usefixtures("redeem_path")
 
 
 def outcomes(results: list[RedeemOutcome | DomainError]) -> Counter[str]:

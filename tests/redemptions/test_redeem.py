@@ -25,6 +25,8 @@ from tests.redemptions.helpers import (
     stock_of,
 )
 
+pytestmark = pytest.mark.usefixtures("redeem_path")
+
 
 async def test_redeem_spends_decrements_stock_and_records(runtime: Runtime) -> None:
     (member,) = await create_members(runtime, 1, points=1000)
