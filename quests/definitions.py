@@ -201,6 +201,11 @@ def quest_def_from_model(
 _index_cache: TTLCache[str, dict[str, list[QuestDef]]] = TTLCache(seconds=5.0)
 
 
+def cached_quest_index() -> dict[str, list[QuestDef]] | None:
+    """The active quests by event type if this process read them within the cache's TTL."""
+    return _index_cache.get("index")
+
+
 async def active_quests_by_event_type(session: AsyncSession) -> dict[str, list[QuestDef]]:
     cached = _index_cache.get("index")
     if cached is not None:

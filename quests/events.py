@@ -19,24 +19,39 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from members.program import Program, get_program
+from members.models import Tier
+from members.program import Program, cached_program, get_program
 from members.service import require_active
-from members.tiers import list_tiers
-from quests.definitions import QuestDef, active_quests_by_event_type, validate_event_type
+from members.tiers import cached_tiers, list_tiers
+from quests.definitions import (
+    QuestDef,
+    active_quests_by_event_type,
+    cached_quest_index,
+    validate_event_type,
+)
 from quests.filters import matches
 from quests.models import Event
 from quests.periods import Period, period_for
-from quests.progress import Advance, ProgressUpdate, advance_all
+from quests.progress import (
+    ADVANCE_SQL,
+    Advance,
+    ProgressUpdate,
+    advance_all,
+    advance_arguments,
+    progress_updates,
+)
 from quests.rewards import KnownTier, grant_rewards
 from referrals.service import on_member_event
 from server import rawsql, signals
 from server.awards import Award, AwardKind
 from server.errors import DomainError, ErrorCode, invalid, not_found
+from server.rawsql import Autocommit
 
 MAX_PAST = timedelta(days=7)  # offline clients may report late, not later than this
 MAX_SKEW = timedelta(minutes=5)  # clocks differ: a little "future" is tolerated
 MAX_PROPERTIES_BYTES = 8_192
 EVENT_RECORDED = "event.recorded"  # signal, delivered after commit (server.signals)
+UNIQUE_VIOLATION = "23505"
 
 
 @dataclass(frozen=True)
@@ -227,6 +242,116 @@ async def record_event(
     return outcome
 
 
+# The one-statement form of an event (``record_event_at_once``): the quests advanced, the event
+# stored with its answer, the member's activity. $1 member, $2 NULL (no completion here), $3
+# now, $4-$10 the advances (``ADVANCE_SQL``), $11 type, $12 properties, $13 occurred at,
+# $14 key, $15 input hash. A completion raises QL420 and a key a twin just stored raises
+# 23505: either way the statement wrote nothing.
+MEMBER_FOR_EVENT_SQL = """
+SELECT m.id, m.external_id, m.status, m.timezone, m.tier_id, m.referred_by_id,
+       EXISTS (SELECT 1 FROM events e WHERE e.member_id = m.id AND e.idempotency_key = $2)
+           AS key_used
+FROM members m WHERE m.external_id = $1
+"""
+RECORD_AT_ONCE_SQL = f"""
+WITH advanced AS ({ADVANCE_SQL}
+), completing AS (
+    SELECT quests_completion_needs_transaction() FROM advanced
+    WHERE status <> 'IN_PROGRESS'
+), stored AS (
+    INSERT INTO events (member_id, type, properties, occurred_at, idempotency_key, input_hash,
+                        result)
+    SELECT $1, $11, $12::jsonb, $13, $14, $15,
+           jsonb_build_object(
+               'progressed', coalesce((SELECT jsonb_agg(a.id) FROM advanced a), '[]'::jsonb),
+               'completed', '[]'::jsonb, 'awarded', '[]'::jsonb)
+    WHERE NOT EXISTS (SELECT 1 FROM completing)
+    RETURNING id
+), touched AS (
+    UPDATE members SET last_active_at = $13
+    WHERE id = $1 AND (last_active_at IS NULL OR last_active_at < $13)
+)
+SELECT (SELECT id FROM stored) AS event_id, a.*
+FROM (SELECT 1) AS one LEFT JOIN advanced a ON true
+"""
+NEEDS_TRANSACTION_SQLSTATE = "QL420"
+EVENT_KEY_INDEX = "uq_events_member_id_key"
+
+
+async def record_event_at_once(
+    unit: Autocommit,
+    *,
+    external_id: str,
+    event_type: str,
+    properties: object,
+    occurred_at: datetime | None,
+    idempotency_key: str,
+    now: datetime,
+) -> EventOutcome | None:
+    """``record_event`` for the common event, in one read and ONE writing statement on an
+    autocommit connection: an event that completes no quest, of a member nobody referred,
+    with a new key, while this process has the program, the quests and (if a quest needs
+    them) the tiers cached. Same checks, same rows, same answer. None when the event needs
+    ``record_event`` in a transaction instead; then nothing was written."""
+    if not 1 <= len(idempotency_key) <= 255:
+        raise invalid("idempotencyKey must be 1 to 255 characters", "idempotencyKey")
+    props, moment = validate_event(event_type, properties, occurred_at, now)
+    program, index = cached_program(), cached_quest_index()
+    if program is None or index is None:
+        return None
+    row = await rawsql.fetchrow(unit, MEMBER_FOR_EVENT_SQL, external_id, idempotency_key)
+    if row is None:
+        raise not_found(f"no member with externalId {external_id!r}", "externalId")
+    if row["key_used"] or row["referred_by_id"] is not None:
+        return None  # a replay, or referral rewards to look at: record_event does both
+    member = EventMember(
+        row["id"], row["external_id"], row["status"], row["timezone"], row["tier_id"], None
+    )
+    require_active(member)
+    candidates = _matching(index.get(event_type, []), moment, props)
+    tiers = cached_tiers() if _tier_gated(candidates) else []
+    if tiers is None:
+        return None
+    advances = _advances(candidates, member, moment, props, program, tiers)
+    try:
+        rows = await rawsql.fetch(
+            unit,
+            RECORD_AT_ONCE_SQL,
+            member.id,
+            None,
+            now,
+            *advance_arguments(advances),
+            event_type,
+            json.dumps(props),
+            moment,
+            idempotency_key,
+            _input_hash(event_type, props, occurred_at),
+        )
+    except Exception as error:
+        state = getattr(error, "sqlstate", None)
+        if state == NEEDS_TRANSACTION_SQLSTATE or (
+            state == UNIQUE_VIOLATION and getattr(error, "constraint_name", None) == EVENT_KEY_INDEX
+        ):
+            return None
+        raise
+    event_id: int = rows[0]["event_id"]
+    updates = progress_updates([r for r in rows if r["id"] is not None], advances)
+    outcome = EventOutcome(event=StoredEvent(event_id, event_type, moment))
+    for progress in updates:
+        outcome.progressed.append(progress.progress_id)
+        outcome.updates[progress.progress_id] = progress
+    signals.emit(
+        unit,
+        EVENT_RECORDED,
+        member_id=member.id,
+        event_id=event_id,
+        type=event_type,
+        occurred_at=moment,
+        completed=[],
+    )
+    return outcome
+
+
 async def _progress_quests(
     session: AsyncSession,
     member: EventMember,
@@ -236,10 +361,52 @@ async def _progress_quests(
     now: datetime,
 ) -> None:
     moment = outcome.event.occurred_at
-    candidates = (await active_quests_by_event_type(session)).get(outcome.event.type, [])
-    candidates = [q for q in candidates if q.open_at(moment) and matches(q.filter, properties)]
-    if any(q.min_tier_rank is not None for q in candidates):
-        tiers = await list_tiers(session)
+    candidates = _matching(
+        (await active_quests_by_event_type(session)).get(outcome.event.type, []),
+        moment,
+        properties,
+    )
+    tiers = await list_tiers(session) if _tier_gated(candidates) else []
+    advances = _advances(candidates, member, moment, properties, program, tiers)
+    updates = await advance_all(
+        session, member_id=member.id, advances=advances, event_id=outcome.event.id, now=now
+    )
+    completed = [progress for progress in updates if progress.completed_now]
+    if completed:
+        await freeze_rewards(session, completed, now)
+    known = KnownTier(member.tier_id)  # as read with the event: no re-read per reward
+    for progress in updates:
+        outcome.progressed.append(progress.progress_id)
+        if progress.completed_now:
+            outcome.completed.append(progress.progress_id)
+            if progress.quest.auto_claim:
+                outcome.awarded += await claim(session, member.id, progress, program, now, known)
+                progress = replace(progress, status="CLAIMED")
+        outcome.updates[progress.progress_id] = progress
+
+
+def _matching(
+    quests: list[QuestDef], moment: datetime, properties: dict[str, Any]
+) -> list[QuestDef]:
+    """The quests of the event's type that are open at its time and whose filter it meets."""
+    return [q for q in quests if q.open_at(moment) and matches(q.filter, properties)]
+
+
+def _tier_gated(quests: list[QuestDef]) -> bool:
+    return any(q.min_tier_rank is not None for q in quests)
+
+
+def _advances(
+    candidates: list[QuestDef],
+    member: EventMember,
+    moment: datetime,
+    properties: dict[str, Any],
+    program: Program,
+    tiers: list[Tier],
+) -> list[Advance]:
+    """What the event adds to each matching quest the member's tier opens, in the period of
+    the event's local time (``tiers``: every tier, needed when a quest has a minimum)."""
+    if _tier_gated(candidates):
         rank = next((t.rank for t in tiers if t.id == member.tier_id), None)
         candidates = [
             q
@@ -256,21 +423,7 @@ async def _progress_quests(
             if period is None:
                 period = periods[quest.cadence] = period_for(quest.cadence, moment, timezone)
             advances.append(Advance(quest, period, amount))
-    updates = await advance_all(
-        session, member_id=member.id, advances=advances, event_id=outcome.event.id, now=now
-    )
-    completed = [progress for progress in updates if progress.completed_now]
-    if completed:
-        await freeze_rewards(session, completed, now)
-    known = KnownTier(member.tier_id)  # as read with the event: no re-read per reward
-    for progress in updates:
-        outcome.progressed.append(progress.progress_id)
-        if progress.completed_now:
-            outcome.completed.append(progress.progress_id)
-            if progress.quest.auto_claim:
-                outcome.awarded += await claim(session, member.id, progress, program, now, known)
-                progress = replace(progress, status="CLAIMED")
-        outcome.updates[progress.progress_id] = progress
+    return advances
 
 
 async def freeze_rewards(

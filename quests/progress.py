@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -103,22 +104,28 @@ async def advance_all(
     already completed are left out of the result."""
     if not advances:
         return []
-    by_id = {a.quest.id: a.quest for a in advances}
-    days: list[date] = [a.period.local_day for a in advances]
     rows = await rawsql.fetch(
-        session,
-        ADVANCE_SQL,
-        member_id,
-        event_id,
-        now,
+        session, ADVANCE_SQL, member_id, event_id, now, *advance_arguments(advances)
+    )
+    return progress_updates(rows, advances)
+
+
+def advance_arguments(advances: Sequence[Advance]) -> tuple[list[Any], ...]:
+    """``ADVANCE_SQL``'s arrays ($4 to $10), one element per advance."""
+    return (
         [a.quest.id for a in advances],
         [a.period.start for a in advances],
         [a.period.end for a in advances],
         [a.quest.aggregate for a in advances],
         [a.quest.target for a in advances],
         [a.amount for a in advances],
-        days,
+        [a.period.local_day for a in advances],
     )
+
+
+def progress_updates(rows: Sequence[Any], advances: Sequence[Advance]) -> list[ProgressUpdate]:
+    """The rows ``ADVANCE_SQL`` returned, with their quests."""
+    by_id = {a.quest.id: a.quest for a in advances}
     return [
         ProgressUpdate(
             progress_id=row["id"],

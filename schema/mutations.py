@@ -34,21 +34,25 @@ async def run_in_transaction(
 async def run_as_one_statement(
     info: Info,
     topics: frozenset[str],
-    work: Callable[[AsyncSession | Autocommit], Awaitable[PayloadT]],
+    at_once: Callable[[Autocommit], Awaitable[PayloadT | None]],
+    work: Callable[[AsyncSession], Awaitable[PayloadT]],
     failed: Callable[[list[UserError]], PayloadT],
 ) -> PayloadT:
-    """Run ``work``, whose writes are ONE statement (its last), on a plain autocommit
-    connection: no BEGIN, no COMMIT, no SQLAlchemy session (``Runtime.autocommit``). When a
-    durable writer wants one of the ``topics`` the work emits (a webhook subscribes to them),
-    it runs in a transaction instead, where that writer runs before the commit."""
+    """Run ``at_once``, whose writes are ONE statement (its last), on a plain autocommit
+    connection: no BEGIN, no COMMIT, no SQLAlchemy session (``Runtime.autocommit``). When it
+    answers None (it wrote nothing: the work needs more than one statement this time), or a
+    durable writer wants one of the ``topics`` it emits (a webhook subscribes to them), ``work``
+    runs in a transaction instead, where such a writer runs before the commit."""
     context = info.context
     try:
         async with context.runtime.autocommit() as unit:
             if not topics & await signals.durable_topics(unit.connection):
                 try:
-                    return await work(unit)
+                    done = await at_once(unit)
                 finally:
                     context.forget_loaded()
+                if done is not None:
+                    return done
     except DomainError as error:
         return failed([UserError.from_domain(error)])
     return await run_in_transaction(info, work, failed)

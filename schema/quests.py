@@ -25,8 +25,9 @@ from quests.models import Quest as QuestModel
 from quests.models import QuestProgress as ProgressModel
 from schema.awards import Award, awards_from_values
 from schema.errors import UserError
-from schema.mutations import run_in_transaction
+from schema.mutations import run_as_one_statement, run_in_transaction
 from schema.permissions import IsAdmin, IsAdminOrEvents, IsMember, require_member_external_id
+from server.rawsql import Autocommit
 
 
 @strawberry.enum
@@ -386,20 +387,18 @@ class QuestMutations:
         description="Report what a member did; advances quests and grants rewards. Retry-safe.",
     )
     async def record_event(self, info: Info, input: RecordEventInput) -> RecordEventPayload:
-        async def work(session: AsyncSession) -> RecordEventPayload:
-            outcome = await event_service.record_event(
-                session,
-                external_id=input.external_id,
-                event_type=input.type,
-                properties=input.properties,
-                occurred_at=input.occurred_at,
-                idempotency_key=input.idempotency_key,
-                now=datetime.now(UTC),
-            )
-            views = {
-                pid: progress_view(u.quest, u, u.period_start, u.period_end)
-                for pid, u in outcome.updates.items()
-            } or await _progress_views(session, outcome.progressed)
+        arguments: dict[str, Any] = {
+            "external_id": input.external_id,
+            "event_type": input.type,
+            "properties": input.properties,
+            "occurred_at": input.occurred_at,
+            "idempotency_key": input.idempotency_key,
+            "now": datetime.now(UTC),
+        }
+
+        def answer(
+            outcome: event_service.EventOutcome, views: dict[int, Any]
+        ) -> RecordEventPayload:
             return RecordEventPayload(
                 event=RecordedEvent(
                     id=strawberry.ID(str(outcome.event.id)),
@@ -412,13 +411,28 @@ class QuestMutations:
                 errors=[],
             )
 
-        return await run_in_transaction(
-            info,
-            work,
-            lambda errors: RecordEventPayload(
+        def updated(outcome: event_service.EventOutcome) -> dict[int, Any]:
+            return {
+                pid: progress_view(u.quest, u, u.period_start, u.period_end)
+                for pid, u in outcome.updates.items()
+            }
+
+        async def at_once(unit: Autocommit) -> RecordEventPayload | None:
+            outcome = await event_service.record_event_at_once(unit, **arguments)
+            return None if outcome is None else answer(outcome, updated(outcome))
+
+        async def work(session: AsyncSession) -> RecordEventPayload:
+            outcome = await event_service.record_event(session, **arguments)
+            views = updated(outcome) or await _progress_views(session, outcome.progressed)
+            return answer(outcome, views)
+
+        def failed(errors: list[UserError]) -> RecordEventPayload:
+            return RecordEventPayload(
                 event=None, progressed=[], completed=[], awarded=[], errors=errors
-            ),
-        )
+            )
+
+        topics = frozenset({event_service.EVENT_RECORDED})
+        return await run_as_one_statement(info, topics, at_once, work, failed)
 
     @strawberry.mutation(permission_classes=[IsMember], description="Once per local day.")
     async def check_in(self, info: Info, input: CheckInInput | None = None) -> CheckInPayload:

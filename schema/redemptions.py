@@ -570,7 +570,7 @@ class RedemptionMutations:
             return RedeemPayload(redemption=None, errors=errors)
 
         try:
-            return await run_as_one_statement(info, service.REDEEM_TOPICS, work, failed)
+            return await run_as_one_statement(info, service.REDEEM_TOPICS, work, work, failed)
         except DBAPIError as error:  # in a transaction, the stock is taken by the commit
             refusal = service.refusal_at_commit(error)
             if refusal is None:
