@@ -67,13 +67,15 @@ def plain_dsn(database_url: str) -> str:
 
 
 async def _keep_state(connection: asyncpg.Connection) -> None:
-    """The read pool's reset: nothing. Its connections only ever run single autocommit reads
-    (no session settings, no LISTEN, no advisory locks), and asyncpg still rolls back a
-    transaction left open; the default reset would cost a round trip per request."""
+    """The read pool's reset: nothing. Its connections only ever run single autocommit
+    statements, reads and the one-statement mutations (no session settings, no LISTEN, no
+    advisory locks), and asyncpg still rolls back a transaction left open; the default reset
+    would cost a round trip per request."""
 
 
 async def make_read_pool(database_url: str, size: int) -> asyncpg.Pool:
-    """A plain asyncpg pool for the hot read paths of requests (see ``schema.context``).
+    """A plain asyncpg pool for the hot read paths of requests (see ``schema.context``) and
+    the mutations that are one autocommit statement (``Runtime.autocommit``).
 
     Checking a connection out of SQLAlchemy's pool into an ``AsyncSession`` and back costs
     about half a millisecond of client CPU, as much as a whole cached GraphQL query; asyncpg's

@@ -43,7 +43,8 @@ class Runtime:
     # Sessions for read-only request work: autocommit, so a read costs no BEGIN/ROLLBACK
     # round trips. Never write through them (there is no transaction to make writes atomic).
     read_sessionmaker: async_sessionmaker[AsyncSession]
-    # Plain asyncpg connections for the hottest reads of requests (``Context.querying``).
+    # Plain asyncpg connections for the hottest reads of requests (``Context.querying``) and
+    # the one-statement mutations (``autocommit``).
     read_pool: asyncpg.Pool
 
     @classmethod

@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     access_log: bool = False
     db_pool_size: int = 20
     db_max_overflow: int = 10
-    db_read_pool_size: int = 10  # asyncpg connections for hot request reads, per process
+    # asyncpg connections per process: hot request reads and one-statement mutations
+    db_read_pool_size: int = 10
     # The largest request body accepted (413 PAYLOAD_TOO_LARGE beyond it).
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     # Anonymous reads of public fields (leaderboards) are answered from the last identical
