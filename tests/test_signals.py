@@ -38,3 +38,45 @@ async def _scenario(runtime: Runtime, received: list[list[signals.Signal]]) -> N
     async with runtime.transaction() as session:
         await ledger.grant(session, member.id, 5, idempotency_key="s1")  # a replay
     assert len(received) == 1  # neither the rolled-back grant nor the replay was announced
+
+
+async def test_autocommit_work_delivers_after_its_statement(runtime: Runtime) -> None:
+    received: list[list[signals.Signal]] = []
+
+    async def handler(batch: list[signals.Signal]) -> None:
+        received.append(batch)
+
+    signals.subscribe("probe.done", handler)
+    try:
+        async with runtime.autocommit() as unit:
+            await unit.connection.execute("SELECT 1")
+            signals.emit(unit, "probe.done", n=1)
+            assert received == []  # not before the work has returned
+        assert [[s.payload["n"] for s in batch] for batch in received] == [[1]]
+        with pytest.raises(RuntimeError):
+            async with runtime.autocommit() as unit:
+                signals.emit(unit, "probe.done", n=2)
+                raise RuntimeError("failed")
+        assert len(received) == 1  # work that failed announces nothing
+    finally:
+        signals.unsubscribe("probe.done", handler)
+
+
+async def test_durable_topics_follow_each_writers_interest(runtime: Runtime) -> None:
+    wanted: set[str] = set()
+
+    def writer(session: object, batch: list[signals.Signal]) -> None:
+        pass
+
+    async def interest(connection: object) -> frozenset[str]:
+        return frozenset(wanted)
+
+    signals.persist(["probe.a", "probe.b"], writer, interest)
+    try:
+        async with runtime.autocommit() as unit:
+            assert not {"probe.a", "probe.b"} & await signals.durable_topics(unit.connection)
+            wanted.update({"probe.b", "probe.other"})  # only its own topics count
+            topics = await signals.durable_topics(unit.connection)
+            assert "probe.b" in topics and not {"probe.a", "probe.other"} & topics
+    finally:
+        signals.stop_persisting(writer)

@@ -87,3 +87,20 @@ async def test_twenty_twins_at_once_count_once(api: GraphQLClient, runtime: Runt
     assert len({a["event"]["id"] for a in answers}) == 1
     assert {a["progressed"][0]["progress"] for a in answers} == {2}
     assert [key for key, _ in await stored(runtime, "twin")] == ["t0", "t1"]
+
+
+async def test_a_webhook_on_quest_completed_sends_events_through_the_transaction(
+    api: GraphQLClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.webhooks.helpers import outbox, subscribe
+
+    await subscribe(runtime, "http://127.0.0.1:9/hooks", ["quest.completed"])
+    await api.register("hooked")
+    await upsert_quest(api, key="two-runs", cadence="ONCE", eventType="run", target=2)
+    await record(api, "hooked", "run", "r1")
+    sent = record_round_trips(monkeypatch)
+    done = await record(api, "hooked", "run", "r2")
+    assert control(sent) == ["BEGIN", "COMMIT"]
+    assert "quests_completion_needs_transaction" not in " ".join(sent)  # no attempt first
+    assert [c["quest"]["key"] for c in done["completed"]] == ["two-runs"]
+    assert [event["type"] for event in await outbox(runtime)] == ["quest.completed"]
