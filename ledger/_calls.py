@@ -19,11 +19,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger.errors import CONFLICT, INVALID_INPUT, LedgerError
+from server.errors import violates_unique
 from server.rawsql import driver
 
 MAX_AMOUNT = 1_000_000_000
 MAX_KEY_LENGTH = 255
-UNIQUE_VIOLATION = "23505"
 IDEMPOTENCY_INDEX = "uq_transactions_idempotency_key"
 
 
@@ -50,10 +50,7 @@ def _translate(error: Exception) -> None:
     """A concurrent request that committed one of our idempotency keys first (only possible
     for ``post_batch``, whose plain INSERT then fails) becomes a LedgerError; the database
     transaction is aborted and must be rolled back (a retry then replays or conflicts)."""
-    if (
-        getattr(error, "sqlstate", None) == UNIQUE_VIOLATION
-        and getattr(error, "constraint_name", None) == IDEMPOTENCY_INDEX
-    ):
+    if violates_unique(error, IDEMPOTENCY_INDEX):
         raise LedgerError(
             CONFLICT,
             "a concurrent request used one of these idempotency keys; retry",

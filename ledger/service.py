@@ -267,34 +267,19 @@ def debit_arguments(
     )  # fmt: skip
 
 
-def debited(
-    session: SignalTarget, row: Any, member_id: int, amount: int, currency: str = "points"
-) -> Posted:
-    """The outcome of a ``ledger_debit`` call (its ``o_status``, ``o_tx``, ``o_created_at``
-    columns): raises for a refusal, emits MOVED for a new debit."""
+def debited(session: SignalTarget, row: Any, arguments: DebitArguments) -> Posted:
+    """The outcome of a ``ledger_debit`` call with ``arguments`` (its ``o_status``, ``o_tx``,
+    ``o_created_at`` columns): raises for a refusal, emits MOVED for a new debit."""
     posted = _posted(row)
     if not posted.replayed:
-        _moved(session, posted, changes=[(member_id, currency, -amount)])
+        changes = [(arguments.member_id, arguments.currency, -arguments.amount)]
+        _moved(session, posted, changes=changes)
     return posted
 
 
-async def _debit(
-    session: AsyncSession,
-    operation: str,
-    sink: str,
-    member_id: int,
-    amount: int,
-    idempotency_key: str,
-    currency: str,
-    memo: str | None,
-    reference: str | None,
-    metadata: Mapping[str, Any] | None,
-) -> Posted:
-    arguments = debit_arguments(
-        operation, sink, member_id, amount, idempotency_key, currency, memo, reference, metadata
-    )
+async def _debit(session: AsyncSession, arguments: DebitArguments) -> Posted:
     row = await fetchrow(session, _DEBIT, *arguments)
-    return debited(session, row, member_id, amount, currency)
+    return debited(session, row, arguments)
 
 
 def _moved(
@@ -327,10 +312,11 @@ async def spend(
     metadata: Mapping[str, Any] | None = None,
 ) -> Posted:
     """A member spends points (redemptions): member -> ``system:redemptions:<currency>``."""
-    return await _debit(
-        session, "spend", "redemptions", member_id, amount, idempotency_key, currency, memo,
-        reference, metadata,
+    arguments = debit_arguments(
+        "spend", "redemptions", member_id, amount, idempotency_key, currency, memo, reference,
+        metadata,
     )  # fmt: skip
+    return await _debit(session, arguments)
 
 
 async def deduct(
@@ -345,10 +331,11 @@ async def deduct(
     metadata: Mapping[str, Any] | None = None,
 ) -> Posted:
     """An admin correction: member -> ``system:adjustments:<currency>`` (works for xp too)."""
-    return await _debit(
-        session, "deduct", "adjustments", member_id, amount, idempotency_key, currency, memo,
-        reference, metadata,
+    arguments = debit_arguments(
+        "deduct", "adjustments", member_id, amount, idempotency_key, currency, memo, reference,
+        metadata,
     )  # fmt: skip
+    return await _debit(session, arguments)
 
 
 async def transfer(

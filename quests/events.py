@@ -44,14 +44,13 @@ from quests.rewards import KnownTier, grant_rewards
 from referrals.service import on_member_event
 from server import rawsql, signals
 from server.awards import Award, AwardKind
-from server.errors import DomainError, ErrorCode, invalid, not_found
+from server.errors import DomainError, ErrorCode, invalid, not_found, violates_unique
 from server.rawsql import Autocommit
 
 MAX_PAST = timedelta(days=7)  # offline clients may report late, not later than this
 MAX_SKEW = timedelta(minutes=5)  # clocks differ: a little "future" is tolerated
 MAX_PROPERTIES_BYTES = 8_192
 EVENT_RECORDED = "event.recorded"  # signal, delivered after commit (server.signals)
-UNIQUE_VIOLATION = "23505"
 
 
 @dataclass(frozen=True)
@@ -82,8 +81,15 @@ def _input_hash(event_type: str, properties: dict[str, Any], occurred_at: dateti
 
 
 def validate_event(
-    event_type: str, properties: object, occurred_at: datetime | None, now: datetime
+    event_type: str,
+    properties: object,
+    occurred_at: datetime | None,
+    idempotency_key: str,
+    now: datetime,
 ) -> tuple[dict[str, Any], datetime]:
+    """The event's properties and the moment it occurred, once its input is acceptable."""
+    if not 1 <= len(idempotency_key) <= 255:
+        raise invalid("idempotencyKey must be 1 to 255 characters", "idempotencyKey")
     validate_event_type(event_type, "type")
     if properties is None:
         properties = {}
@@ -141,6 +147,17 @@ class EventMember:
     tier_id: int | None
     referred_by_id: int | None
 
+    @classmethod
+    def from_row(cls, row: Any) -> EventMember:
+        return cls(
+            row["id"],
+            row["external_id"],
+            row["status"],
+            row["timezone"],
+            row["tier_id"],
+            row["referred_by_id"],
+        )
+
 
 # The member and the event in one round trip: no row means no such member; a row without
 # ``event_id`` means the key was used before (a replay or a conflict).
@@ -189,9 +206,7 @@ async def record_event(
     idempotency_key: str,
     now: datetime,
 ) -> EventOutcome:
-    if not 1 <= len(idempotency_key) <= 255:
-        raise invalid("idempotencyKey must be 1 to 255 characters", "idempotencyKey")
-    props, moment = validate_event(event_type, properties, occurred_at, now)
+    props, moment = validate_event(event_type, properties, occurred_at, idempotency_key, now)
     digest = _input_hash(event_type, props, occurred_at)
     row = await rawsql.fetchrow(
         session,
@@ -205,14 +220,7 @@ async def record_event(
     )
     if row is None:
         raise not_found(f"no member with externalId {external_id!r}", "externalId")
-    member = EventMember(
-        row["id"],
-        row["external_id"],
-        row["status"],
-        row["timezone"],
-        row["tier_id"],
-        row["referred_by_id"],
-    )
+    member = EventMember.from_row(row)
     event_id = row["event_id"]
     if event_id is None:
         return await _replay(session, member.id, idempotency_key, digest)
@@ -230,15 +238,7 @@ async def record_event(
         "awarded": awards_to_json(outcome.awarded),
     }
     await rawsql.execute(session, FINISH_EVENT_SQL, event_id, member.id, moment, json.dumps(result))
-    signals.emit(
-        session,
-        EVENT_RECORDED,
-        member_id=member.id,
-        event_id=event_id,
-        type=event_type,
-        occurred_at=moment,
-        completed=list(outcome.completed),
-    )
+    _announce(session, member.id, outcome)
     return outcome
 
 
@@ -293,9 +293,7 @@ async def record_event_at_once(
     with a new key, while this process has the program, the quests and (if a quest needs
     them) the tiers cached. Same checks, same rows, same answer. None when the event needs
     ``record_event`` in a transaction instead; then nothing was written."""
-    if not 1 <= len(idempotency_key) <= 255:
-        raise invalid("idempotencyKey must be 1 to 255 characters", "idempotencyKey")
-    props, moment = validate_event(event_type, properties, occurred_at, now)
+    props, moment = validate_event(event_type, properties, occurred_at, idempotency_key, now)
     program, index = cached_program(), cached_quest_index()
     if program is None or index is None:
         return None
@@ -304,9 +302,7 @@ async def record_event_at_once(
         raise not_found(f"no member with externalId {external_id!r}", "externalId")
     if row["key_used"] or row["referred_by_id"] is not None:
         return None  # a replay, or referral rewards to look at: record_event does both
-    member = EventMember(
-        row["id"], row["external_id"], row["status"], row["timezone"], row["tier_id"], None
-    )
+    member = EventMember.from_row(row)
     require_active(member)
     candidates = _matching(index.get(event_type, []), moment, props)
     tiers = cached_tiers() if _tier_gated(candidates) else []
@@ -328,9 +324,8 @@ async def record_event_at_once(
             _input_hash(event_type, props, occurred_at),
         )
     except Exception as error:
-        state = getattr(error, "sqlstate", None)
-        if state == NEEDS_TRANSACTION_SQLSTATE or (
-            state == UNIQUE_VIOLATION and getattr(error, "constraint_name", None) == EVENT_KEY_INDEX
+        if getattr(error, "sqlstate", None) == NEEDS_TRANSACTION_SQLSTATE or violates_unique(
+            error, EVENT_KEY_INDEX
         ):
             return None
         raise
@@ -340,15 +335,7 @@ async def record_event_at_once(
     for progress in updates:
         outcome.progressed.append(progress.progress_id)
         outcome.updates[progress.progress_id] = progress
-    signals.emit(
-        unit,
-        EVENT_RECORDED,
-        member_id=member.id,
-        event_id=event_id,
-        type=event_type,
-        occurred_at=moment,
-        completed=[],
-    )
+    _announce(unit, member.id, outcome)
     return outcome
 
 
@@ -383,6 +370,20 @@ async def _progress_quests(
                 outcome.awarded += await claim(session, member.id, progress, program, now, known)
                 progress = replace(progress, status="CLAIMED")
         outcome.updates[progress.progress_id] = progress
+
+
+def _announce(target: signals.Target, member_id: int, outcome: EventOutcome) -> None:
+    """EVENT_RECORDED, delivered once the event is durable."""
+    event = outcome.event
+    signals.emit(
+        target,
+        EVENT_RECORDED,
+        member_id=member_id,
+        event_id=event.id,
+        type=event.type,
+        occurred_at=event.occurred_at,
+        completed=list(outcome.completed),
+    )
 
 
 def _matching(

@@ -518,7 +518,7 @@ async def redeem(
             raise
         raise refusal from None
     try:
-        posted = ledger.debited(session, written, member_id, total)
+        posted = ledger.debited(session, written, spend)
     except LedgerError as error:
         field = "idempotencyKey" if error.code == ErrorCode.IDEMPOTENCY_CONFLICT else None
         raise DomainError(error.code, error.message, field) from None

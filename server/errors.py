@@ -39,3 +39,15 @@ def invalid(message: str, field: str | None = None) -> DomainError:
 
 def not_found(message: str, field: str | None = None) -> DomainError:
     return DomainError(ErrorCode.NOT_FOUND, message, field)
+
+
+UNIQUE_VIOLATION = "23505"
+
+
+def violates_unique(error: BaseException, constraint: str) -> bool:
+    """Whether ``error`` is PostgreSQL refusing a row that ``constraint`` (a unique index)
+    already holds: a concurrent request committed the same key first."""
+    return (
+        getattr(error, "sqlstate", None) == UNIQUE_VIOLATION
+        and getattr(error, "constraint_name", None) == constraint
+    )
