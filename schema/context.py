@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
-from schema.errors import is_unavailable
 from server.auth import ANONYMOUS, Principal
+from server.db import guarded
 from server.runtime import Runtime
 
 LoaderT = TypeVar("LoaderT", bound=DataLoader[Any, Any])
@@ -78,13 +78,13 @@ class Context:
         """The request's plain asyncpg connection (autocommit), for one resolver at a time."""
         pool = self.runtime.read_pool
         if self._closed:  # as in reading(): a late DataLoader batch gets its own
-            async with pool.acquire() as connection, _guarded(pool, connection):
+            async with pool.acquire() as connection, guarded(pool, connection):
                 yield connection
             return
         async with self._raw_lock:
             if self._raw is None:
                 self._raw = await pool.acquire()
-            async with _guarded(pool, self._raw):
+            async with guarded(pool, self._raw):
                 yield self._raw
 
     @asynccontextmanager
@@ -115,20 +115,3 @@ class Context:
                 else:
                     await self._read_session.close()
                 self._read_session = None
-
-
-@asynccontextmanager
-async def _guarded(pool: Any, connection: Any) -> AsyncIterator[None]:
-    """What a failure while using a read-pool connection means for the pool."""
-    try:
-        yield
-    except asyncio.CancelledError:
-        # interrupted mid-query: the connection is mid-protocol, never reuse it
-        connection.terminate()
-        raise
-    except Exception as error:
-        if is_unavailable(error):
-            # the server went away (a restart): every idle connection of the pool is dead
-            # too; have them all replaced rather than failing one request each
-            await pool.expire_connections()
-        raise

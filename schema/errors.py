@@ -9,13 +9,11 @@
 
 from __future__ import annotations
 
-import asyncpg
 import strawberry
 import structlog
 from graphql import GraphQLError
-from sqlalchemy.exc import DBAPIError
 
-from server.errors import DomainError
+from server.errors import DomainError, is_unavailable
 
 log = structlog.get_logger("questline.graphql")
 
@@ -66,30 +64,3 @@ def should_mask_error(error: GraphQLError) -> bool:
         return False
     log.error("unexpected error in resolver", path=error.path, exc_info=original)
     return True
-
-
-# A lost or refused database connection: the server is down, restarting or shutting down.
-_UNAVAILABLE = (
-    OSError,  # ConnectionRefusedError, ConnectionResetError, timeouts, ...
-    asyncpg.exceptions.PostgresConnectionError,  # SQLSTATE class 08
-    asyncpg.exceptions.OperatorInterventionError,  # 57P01 admin shutdown, 57P03 starting up
-    asyncpg.exceptions.InterfaceError,  # "connection is closed"
-)
-
-
-def is_unavailable(error: BaseException) -> bool:
-    """Whether the failure is the database being unreachable (not a bug in the request):
-    looks through SQLAlchemy's wrapping and the exception chain."""
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [error]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, DBAPIError) and current.connection_invalidated:
-            return True
-        if isinstance(current, _UNAVAILABLE):
-            return True
-        pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
-    return False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 import asyncpg
@@ -14,6 +17,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from server.errors import is_unavailable
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -90,3 +95,20 @@ async def make_read_pool(database_url: str, size: int) -> asyncpg.Pool:
     )
     assert pool is not None
     return pool
+
+
+@asynccontextmanager
+async def guarded(pool: asyncpg.Pool, connection: asyncpg.Connection) -> AsyncIterator[None]:
+    """Use ``connection`` of the read ``pool``, and make what a failure means for the pool
+    happen: a connection interrupted mid-query is mid-protocol and is closed, never reused;
+    a server that went away (a restart) has killed every idle connection too, so the pool is
+    told to replace them all rather than fail one request each."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        connection.terminate()
+        raise
+    except Exception as error:
+        if is_unavailable(error):
+            await pool.expire_connections()
+        raise

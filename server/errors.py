@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+import asyncpg
+from sqlalchemy.exc import DBAPIError
+
 
 class ErrorCode(StrEnum):
     INVALID_INPUT = "INVALID_INPUT"
@@ -51,3 +54,30 @@ def violates_unique(error: BaseException, constraint: str) -> bool:
         getattr(error, "sqlstate", None) == UNIQUE_VIOLATION
         and getattr(error, "constraint_name", None) == constraint
     )
+
+
+# A lost or refused database connection: the server is down, restarting or shutting down.
+_UNAVAILABLE = (
+    OSError,  # ConnectionRefusedError, ConnectionResetError, timeouts, ...
+    asyncpg.exceptions.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.exceptions.OperatorInterventionError,  # 57P01 admin shutdown, 57P03 starting up
+    asyncpg.exceptions.InterfaceError,  # "connection is closed"
+)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether the failure is the database being unreachable (not a bug in the request):
+    looks through SQLAlchemy's wrapping and the exception chain."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, _UNAVAILABLE):
+            return True
+        pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
+    return False

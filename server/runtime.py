@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server import signals
-from server.db import make_engine, make_read_pool, make_sessionmaker
+from server.db import guarded, make_engine, make_read_pool, make_sessionmaker
 from server.rawsql import Autocommit
 from server.settings import Settings
 
@@ -94,14 +94,11 @@ class Runtime:
         statement, its last (see ``server.rawsql.Autocommit``). What the work emitted is
         delivered once it has returned; a refusal raised by the statement wrote nothing and
         emitted nothing. Work that emits a topic a durable writer wants must use
-        ``transaction()`` instead (``signals.durable_topics``)."""
-        async with self.read_pool.acquire() as connection:
+        ``transaction()`` instead (``signals.durable_topics``). A statement interrupted or
+        cut off by a lost server is handled as for every read-pool use (``server.db.guarded``)."""
+        async with self.read_pool.acquire() as connection, guarded(self.read_pool, connection):
             work = Autocommit(connection)
-            try:
-                yield work
-            except asyncio.CancelledError:
-                connection.terminate()  # mid-statement: never back to the pool
-                raise
+            yield work
         emitted = signals.take(work)
         if emitted:
             await signals.deliver(emitted, runtime=self)
