@@ -28,7 +28,7 @@ Redeeming
 5. at COMMIT, the deferred constraint trigger ``redemptions_take_stock`` (migration 0006)
    decrements stock atomically: ``UPDATE .. SET stock = stock - q WHERE stock >= q AND
    drawn_at IS NULL``, or fails the commit (SQLSTATE ``QL410``: out of stock, ``QL411``:
-   lottery drawn; :func:`refusal_at_commit` maps them). Unlimited items are not touched.
+   lottery drawn; :func:`database_refusal` maps them). Unlimited items are not touched.
 
 Why at commit: a row lock lasts until the transaction ends. Taken by a statement, a popular
 item's lock would also span the statement's answer travelling to the API process, that
@@ -431,7 +431,7 @@ LIMIT_SQLSTATE = "QL412"
 NO_CODES_SQLSTATE = "QL413"
 
 
-def refusal_at_commit(error: BaseException) -> DomainError | None:
+def database_refusal(error: BaseException) -> DomainError | None:
     """The domain refusal behind a failed statement or COMMIT of a redemption (the stock
     trigger, the limit, the coupon codes), if that is what it was; None for any other
     failure. Looks through SQLAlchemy's wrapping."""
@@ -469,7 +469,7 @@ async def redeem(
     """Redeem ``quantity`` units of ``item_key`` for the member (see the module docstring):
     one read, then one writing statement. In a transaction, the stock is taken when the
     caller commits, and the commit may refuse it: map the error with
-    :func:`refusal_at_commit`. On an ``Autocommit`` the statement commits by itself."""
+    :func:`database_refusal`. On an ``Autocommit`` the statement commits by itself."""
     if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= MAX_KEY_LENGTH:
         raise invalid("idempotencyKey must be 1 to 255 characters", "idempotencyKey")
     if not _whole(quantity) or quantity < 1:
@@ -513,7 +513,7 @@ async def redeem(
             spend.metadata,
         )
     except Exception as error:
-        refusal = refusal_at_commit(error)
+        refusal = database_refusal(error)
         if refusal is None:
             raise
         raise refusal from None

@@ -572,7 +572,7 @@ class RedemptionMutations:
         try:
             return await run_as_one_statement(info, service.REDEEM_TOPICS, work, work, failed)
         except DBAPIError as error:  # in a transaction, the stock is taken by the commit
-            refusal = service.refusal_at_commit(error)
+            refusal = service.database_refusal(error)
             if refusal is None:
                 raise
             return failed([UserError.from_domain(refusal)])

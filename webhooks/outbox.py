@@ -108,12 +108,14 @@ _subscriptions: TTLCache[str, frozenset[str]] = TTLCache(seconds=SUBSCRIPTIONS_T
 SUBSCRIBED_TYPES_SQL = "SELECT DISTINCT unnest(events) AS type FROM webhooks WHERE active"
 
 
+def _remember_types(rows: list[Any]) -> frozenset[str]:
+    return _subscriptions.put("types", frozenset(row["type"] for row in rows))
+
+
 def subscribed_types(session: Session) -> frozenset[str]:
+    """The event types some active endpoint subscribes to (cached for a few seconds)."""
     cached = _subscriptions.get("types")
-    if cached is not None:
-        return cached
-    found = frozenset(row["type"] for row in _fetch(session, SUBSCRIBED_TYPES_SQL))
-    return _subscriptions.put("types", found)
+    return cached if cached is not None else _remember_types(_fetch(session, SUBSCRIBED_TYPES_SQL))
 
 
 async def wanted_topics(connection: Any) -> frozenset[str]:
@@ -121,8 +123,7 @@ async def wanted_topics(connection: Any) -> frozenset[str]:
     see ``server.signals.durable_topics``); same cache as :func:`subscribed_types`."""
     subscribed = _subscriptions.get("types")
     if subscribed is None:
-        rows = await connection.fetch(SUBSCRIBED_TYPES_SQL)
-        subscribed = _subscriptions.put("types", frozenset(row["type"] for row in rows))
+        subscribed = _remember_types(await connection.fetch(SUBSCRIBED_TYPES_SQL))
     return frozenset(
         topic for topic, types in TOPIC_EVENT_TYPES.items() if subscribed.intersection(types)
     )

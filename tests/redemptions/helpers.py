@@ -115,7 +115,7 @@ async def redeem(
     except DomainError as error:
         return error
     except DBAPIError as error:
-        refusal = service.refusal_at_commit(error)
+        refusal = service.database_refusal(error)
         if refusal is None:
             raise
         return refusal
