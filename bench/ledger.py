@@ -23,6 +23,10 @@ What is measured (every figure goes through ``ledger.service``, the code the API
   into a two-index scratch table over raw asyncpg, 16 connections. The machine is shared and
   its speed drifts (this figure has ranged from about 6,000 to 15,000 on the same box), so
   read the ledger figures against it.
+- ``grant_sql_per_s_c16_pgbench``: calibration, the same grants with no Python client at all:
+  ``ledger_grant`` (the function ``service.grant`` calls) from ``pgbench``'s 16 connections,
+  when ``pgbench`` is installed. The gap to ``grants_per_s_c16`` is what this process's own
+  client work (asyncpg, asyncio, the service's checks) takes from the two shared CPUs.
 - ``*_session_txn``: the same grants and transfers, but each in a fresh ``runtime.transaction()``
   (pool checkout, BEGIN, call, COMMIT: what a request handler does). The gap to the autocommit
   figures is SQLAlchemy's session and pool overhead on the client (hundreds of microseconds of
@@ -35,7 +39,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -145,6 +153,30 @@ async def bare_inserts(url: str, workers: int = 16, total: int = 30_000) -> floa
             await conn.close()
 
 
+PGBENCH_GRANT = """\\set m random({low}, {high})
+SELECT ledger_grant(:m, 'points', 10, 'grant', NULL, NULL, NULL, gen_random_uuid()::text,
+                    NULL, NULL, 365);
+"""
+
+
+def pgbench_grants(url: str, members: list[int], seconds: int = 8) -> float | None:
+    """Grants per second of ``ledger_grant`` called by pgbench (16 connections, prepared
+    statements): the database's side alone. None when pgbench is not installed."""
+    if shutil.which("pgbench") is None:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
+        script.write(PGBENCH_GRANT.format(low=min(members), high=max(members)))
+        script.flush()
+        done = subprocess.run(
+            ["pgbench", "-n", "-M", "prepared", "-c", "16", "-j", "2", "-T", str(seconds),
+             "-f", script.name, plain_dsn(url)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    found = re.search(r"tps = ([0-9.]+)", done.stdout)
+    assert found is not None, done.stdout
+    return float(found.group(1))
+
+
 async def create_members(url: str) -> list[int]:
     conn = await asyncpg.connect(plain_dsn(url))
     try:
@@ -232,6 +264,9 @@ async def measure(url: str) -> dict[str, float]:
     figures["bare_insert_per_s_c16"] = await bare_inserts(url)
     figures["grants_per_s_c1"] = await throughput(engine, 1, GRANTS_C1, grant)
     figures["grants_per_s_c16"] = await throughput(engine, 16, GRANTS_C16, grant)
+    sql_only = await asyncio.to_thread(pgbench_grants, url, members)
+    if sql_only is not None:
+        figures["grant_sql_per_s_c16_pgbench"] = sql_only
     await fund(runtime, members, 1_000_000, "fund")
     figures["transfers_per_s_c16"] = await throughput(engine, 16, TRANSFERS_C16, transfer)
     figures["grants_per_s_c16_session_txn"] = await throughput_session_txn(
