@@ -107,3 +107,27 @@ async def test_a_request_read_cut_off_by_cancellation_closes_its_connection(
     pid = await _cancelled_mid_statement(context.querying)
     await context.close()
     assert pid not in await _every_pooled_pid(runtime)
+
+
+async def test_a_connection_the_server_closed_while_idle_fails_as_unavailable(
+    runtime: Runtime, database_url: str
+) -> None:
+    """The server's goodbye reaching an idle pooled connection just before its next statement
+    makes asyncpg fail that statement in one of several ways (one is an internal protocol
+    error, about one try in twenty): every one is reported as unavailability."""
+    admin = await asyncpg.connect(plain_dsn(database_url))
+    failures: list[BaseException] = []
+    try:
+        for attempt in range(200):
+            try:
+                async with runtime.autocommit() as unit:
+                    await admin.execute(
+                        "SELECT pg_terminate_backend($1)", unit.connection.get_server_pid()
+                    )
+                    await unit.connection.fetchval(f"SELECT {attempt}")  # a new statement
+            except Exception as error:
+                failures.append(error)
+    finally:
+        await admin.close()
+    assert len(failures) == 200
+    assert [f for f in failures if not is_unavailable(f)] == []
