@@ -33,7 +33,7 @@ from bench.harness import connect, emit, load, running_api, scratch_servers
 from ledger.service import post_batch
 from ledger.types import BatchGrant
 from ledger.verify import verify_database_url
-from redemptions.service import CatalogItemInput, upsert_item
+from redemptions.catalog import CatalogItemInput, upsert_item
 from server.auth import issue_token
 from server.runtime import Runtime
 from server.settings import Settings

@@ -1,5 +1,6 @@
-"""Catalogue and redemptions: plain async functions taking an ``AsyncSession``; they never
-commit (the request or the task owns the transaction).
+"""Redemptions: plain async functions taking an ``AsyncSession``; they never commit (the
+request or the task owns the transaction). The catalogue is ``redemptions.catalog``, lottery
+draws ``redemptions.draws``.
 
 Redeeming
 ---------
@@ -78,208 +79,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger import service as ledger
 from ledger.errors import LedgerError
-from members.models import Tier
 from members.service import touch
-from members.validation import validate_key
-from redemptions import lottery
-from redemptions.models import ITEM_KINDS, CatalogItem
+from redemptions.catalog import MAX_TOTAL_COST, get_item_by_key, whole_number
 from server import signals
 from server.errors import DomainError, ErrorCode, invalid, not_found
 from server.rawsql import Autocommit, Queryable, driver
 
-MAX_TOTAL_COST = 1_000_000_000
 MAX_KEY_LENGTH = 255
-MAX_CODES_PER_CALL = 10_000
-MAX_CODE_LENGTH = 255
 MAX_QUANTITY = 1_000
 MAX_REASON_LENGTH = 1_000
-
-
-# --------------------------------------------------------------------------- catalogue
-
-
-@dataclass(frozen=True)
-class CatalogItemInput:
-    key: str
-    name: str
-    cost: int
-    description: str | None = None
-    kind: str = "REWARD"
-    stock: int | None = None
-    set_stock: bool = False  # False: keep the current stock (new items: unlimited)
-    per_member_limit: int | None = None
-    min_tier: str | None = None  # a tier key
-    available_from: datetime | None = None
-    available_until: datetime | None = None
-    visible: bool = True
-    codes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class UpsertOutcome:
-    item: CatalogItem
-    codes_added: int
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _clean_codes(codes: Sequence[str]) -> list[str]:
-    if len(codes) > MAX_CODES_PER_CALL:
-        raise invalid(f"at most {MAX_CODES_PER_CALL} codes per call", "codes")
-    cleaned: list[str] = []
-    seen: set[str] = set()
-    for code in codes:
-        value = code.strip()
-        if not value or len(value) > MAX_CODE_LENGTH:
-            raise invalid(f"each code must be 1 to {MAX_CODE_LENGTH} characters", "codes")
-        if value not in seen:
-            seen.add(value)
-            cleaned.append(value)
-    return cleaned
-
-
-def _validate_item(data: CatalogItemInput) -> list[str]:
-    validate_key(data.key)
-    if not data.name.strip() or len(data.name) > 255:
-        raise invalid("name must be 1 to 255 characters", "name")
-    if data.description is not None and len(data.description) > 10_000:
-        raise invalid("description is limited to 10,000 characters", "description")
-    if data.kind not in ITEM_KINDS:
-        raise invalid(f"kind must be one of {', '.join(ITEM_KINDS)}", "kind")
-    if not _whole(data.cost) or not 0 < data.cost <= MAX_TOTAL_COST:
-        raise invalid("cost must be between 1 and 1,000,000,000", "cost")
-    if data.set_stock and data.stock is not None and (not _whole(data.stock) or data.stock < 0):
-        raise invalid("stock cannot be negative (null: unlimited)", "stock")
-    if data.per_member_limit is not None and data.per_member_limit < 1:
-        raise invalid("perMemberLimit must be at least 1 (null: no limit)", "perMemberLimit")
-    start, end = _aware(data.available_from), _aware(data.available_until)
-    if start is not None and end is not None and start >= end:
-        raise invalid("availableFrom must be before availableUntil", "availableUntil")
-    if data.codes and data.kind != "COUPON":
-        raise invalid("codes belong to COUPON items only", "codes")
-    return _clean_codes(data.codes)
-
-
-async def upsert_item(session: AsyncSession, data: CatalogItemInput) -> UpsertOutcome:
-    """Create or update the item with ``data.key``; ``codes`` are added to a COUPON item's
-    pool (codes it already has are skipped, never duplicated)."""
-    codes = _validate_item(data)
-    min_tier_id: int | None = None
-    if data.min_tier is not None:
-        min_tier_id = await session.scalar(select(Tier.id).where(Tier.key == data.min_tier))
-        if min_tier_id is None:
-            raise not_found(f"no tier {data.min_tier!r}", "minTier")
-    existing = await session.scalar(
-        select(CatalogItem).where(CatalogItem.key == data.key).with_for_update()
-    )
-    if existing is not None and existing.kind != data.kind:
-        used = await session.scalar(
-            text("SELECT EXISTS (SELECT 1 FROM redemptions WHERE item_id = :id)"),
-            {"id": existing.id},
-        )
-        if used:
-            raise DomainError(
-                ErrorCode.CONFLICT, "the kind of an item with redemptions cannot change", "kind"
-            )
-    values: dict[str, Any] = {
-        "name": data.name.strip(),
-        "description": data.description,
-        "kind": data.kind,
-        "cost": data.cost,
-        "per_member_limit": data.per_member_limit,
-        "min_tier_id": min_tier_id,
-        "available_from": _aware(data.available_from),
-        "available_until": _aware(data.available_until),
-        "visible": data.visible,
-        "updated_at": text("now()"),
-    }
-    if data.set_stock:
-        values["stock"] = data.stock
-    item_id = await session.scalar(
-        insert(CatalogItem)
-        .values(key=data.key, **values)
-        .on_conflict_do_update(index_elements=[CatalogItem.key], set_=values)
-        .returning(CatalogItem.id)
-    )
-    assert item_id is not None
-    added = 0
-    if codes:
-        conn = await driver(session)
-        added = int(
-            await conn.fetchval(
-                """
-                WITH added AS (
-                    INSERT INTO coupon_codes (item_id, code)
-                    SELECT $1, unnest($2::text[])
-                    ON CONFLICT (item_id, code) DO NOTHING
-                    RETURNING 1
-                ) SELECT count(*) FROM added
-                """,
-                item_id,
-                codes,
-            )
-        )
-    item = await session.get_one(CatalogItem, item_id, populate_existing=True)
-    return UpsertOutcome(item, added)
-
-
-async def list_catalog(
-    session: AsyncSession,
-    *,
-    limit: int,
-    after_id: int | None,
-    now: datetime | None = None,
-    include_unavailable: bool = False,
-) -> list[CatalogItem]:
-    """Items in id order (keyset): by default those a member could look at now (visible, in
-    their window, lottery not drawn); sold-out items are listed with ``stock`` 0."""
-    query = select(CatalogItem).order_by(CatalogItem.id).limit(limit)
-    if after_id is not None:
-        query = query.where(CatalogItem.id > after_id)
-    if not include_unavailable:
-        moment = now or datetime.now(UTC)
-        query = query.where(
-            CatalogItem.visible.is_(True),
-            CatalogItem.drawn_at.is_(None),
-            (CatalogItem.available_from.is_(None)) | (CatalogItem.available_from <= moment),
-            (CatalogItem.available_until.is_(None)) | (CatalogItem.available_until > moment),
-        )
-    return list(await session.scalars(query))
-
-
-async def items_by_ids(session: AsyncSession, ids: Sequence[int]) -> dict[int, CatalogItem]:
-    rows = await session.scalars(select(CatalogItem).where(CatalogItem.id.in_(ids)))
-    return {item.id: item for item in rows}
-
-
-async def get_item_by_key(session: AsyncSession, key: str) -> CatalogItem | None:
-    return await session.scalar(select(CatalogItem).where(CatalogItem.key == key))
-
-
-async def codes_available(session: AsyncSession, item_ids: Sequence[int]) -> dict[int, int]:
-    """Unassigned codes per COUPON item (items without any are absent)."""
-    rows = await session.execute(
-        text(
-            "SELECT item_id, count(*) FROM coupon_codes"
-            " WHERE item_id = ANY(:ids) AND redemption_id IS NULL GROUP BY item_id"
-        ),
-        {"ids": list(item_ids)},
-    )
-    return {int(item_id): int(count) for item_id, count in rows}
 
 
 # --------------------------------------------------------------------------- redemptions
@@ -472,7 +284,7 @@ async def redeem(
     :func:`database_refusal`. On an ``Autocommit`` the statement commits by itself."""
     if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= MAX_KEY_LENGTH:
         raise invalid("idempotencyKey must be 1 to 255 characters", "idempotencyKey")
-    if not _whole(quantity) or quantity < 1:
+    if not whole_number(quantity) or quantity < 1:
         raise invalid("quantity must be at least 1", "quantity")
     moment = now or datetime.now(UTC)
     digest = redemption_input_hash(item_key, quantity)
@@ -764,159 +576,6 @@ async def reveal_codes(
         now,
     )
     return {record["id"]: record["code"] for record in records}
-
-
-# --------------------------------------------------------------------------- lotteries
-
-
-@dataclass(frozen=True)
-class DrawRecord:
-    item_id: int
-    seed: str
-    method: str
-    winners_requested: int
-    entry_count: int
-    entries_digest: str
-    drawn_at: datetime
-    winning_entry_ids: list[int]  # best first
-
-
-@dataclass(frozen=True)
-class LotteryEntryRow:
-    id: int
-    redemption_id: int
-    member_id: int
-    status: str
-
-
-async def draw_lottery(
-    session: AsyncSession, item_key: str, winners: int, *, now: datetime | None = None
-) -> DrawRecord:
-    """Draw a LOTTERY item once (method and audit trail: ``redemptions.lottery``). Winning
-    tickets become WON and their redemptions stay PENDING until the prize is fulfilled; the
-    other tickets become LOST and their redemptions FULFILLED (the ticket was used). Entries
-    are closed from then on."""
-    if not _whole(winners) or not 1 <= winners <= lottery.MAX_WINNERS:
-        raise invalid(f"winners must be between 1 and {lottery.MAX_WINNERS}", "winners")
-    moment = now or datetime.now(UTC)
-    conn = await driver(session)
-    # The item row lock first. A redemption takes it too, inside its COMMIT (the stock
-    # trigger), so once we have it every committed ticket is visible, and a redemption still
-    # committing waits for us, then finds ``drawn_at`` set and fails: no ticket arrives late.
-    item = await conn.fetchrow(
-        "SELECT id, kind, drawn_at FROM catalog_items WHERE key = $1 FOR UPDATE", item_key
-    )
-    if item is None:
-        raise not_found(f"no catalogue item {item_key!r}", "itemKey")
-    if item["kind"] != "LOTTERY":
-        raise invalid("only a LOTTERY item can be drawn", "itemKey")
-    if item["drawn_at"] is not None:
-        raise _refuse(ErrorCode.ALREADY_DONE, "this lottery has already been drawn", "itemKey")
-    item_id: int = item["id"]
-    seed = lottery.new_seed()
-    summary = await conn.fetchrow(lottery.ENTRIES_SUMMARY_SQL, item_id)
-    winning = [r["id"] for r in await conn.fetch(lottery.DRAW_WINNERS_SQL, item_id, seed, winners)]
-    await conn.execute(
-        "UPDATE lottery_entries SET status = CASE WHEN id = ANY($2::bigint[]) THEN 'WON'"
-        " ELSE 'LOST' END WHERE item_id = $1 AND status = 'ACTIVE'",
-        item_id,
-        winning,
-    )
-    losers = await conn.fetch(
-        "UPDATE redemptions r SET status = 'FULFILLED', fulfilled_at = $2"
-        " WHERE r.item_id = $1 AND r.status = 'PENDING' AND NOT EXISTS"
-        " (SELECT 1 FROM lottery_entries e WHERE e.redemption_id = r.id AND e.status = 'WON')"
-        " RETURNING r.id, r.member_id, r.quantity, r.cost",
-        item_id,
-        moment,
-    )
-    for loser in losers:  # a losing ticket's redemption is fulfilled (the ticket was used)
-        signals.emit(
-            session,
-            "redemption.fulfilled",
-            redemption_id=loser["id"],
-            member_id=loser["member_id"],
-            item_id=item_id,
-            item_key=item_key,
-            quantity=loser["quantity"],
-            cost=loser["cost"],
-            at=moment,
-        )
-    await conn.execute("UPDATE catalog_items SET drawn_at = $2 WHERE id = $1", item_id, moment)
-    await conn.execute(
-        "INSERT INTO lottery_draws (item_id, seed, method, winners_requested, entry_count,"
-        " entries_digest, drawn_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        item_id,
-        seed,
-        lottery.METHOD,
-        winners,
-        summary["entry_count"],
-        summary["digest"],
-        moment,
-    )
-    return DrawRecord(
-        item_id=item_id,
-        seed=seed,
-        method=lottery.METHOD,
-        winners_requested=winners,
-        entry_count=summary["entry_count"],
-        entries_digest=summary["digest"],
-        drawn_at=moment,
-        winning_entry_ids=winning,
-    )
-
-
-async def get_draw(session: AsyncSession, item_id: int) -> DrawRecord | None:
-    conn = await driver(session)
-    record = await conn.fetchrow("SELECT * FROM lottery_draws WHERE item_id = $1", item_id)
-    if record is None:
-        return None
-    won = await conn.fetch(
-        "SELECT id FROM lottery_entries WHERE item_id = $1 AND status = 'WON'", item_id
-    )
-    seed: str = record["seed"]
-    # each winner is its member's best ticket, so the score alone gives the draw's order
-    ranked = sorted((r["id"] for r in won), key=lambda i: (lottery.entry_score(seed, i), i))
-    return DrawRecord(
-        item_id=item_id,
-        seed=seed,
-        method=record["method"],
-        winners_requested=record["winners_requested"],
-        entry_count=record["entry_count"],
-        entries_digest=record["entries_digest"],
-        drawn_at=record["drawn_at"],
-        winning_entry_ids=ranked,
-    )
-
-
-async def lottery_entries(
-    session: AsyncSession, item_id: int, *, limit: int, after_id: int | None
-) -> list[LotteryEntryRow]:
-    """A lottery's tickets in id order (the order the draw's digest uses)."""
-    conn = await driver(session)
-    records = await conn.fetch(
-        "SELECT id, redemption_id, member_id, status FROM lottery_entries"
-        " WHERE item_id = $1 AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3",
-        item_id,
-        after_id,
-        limit,
-    )
-    return [LotteryEntryRow(**dict(r)) for r in records]
-
-
-async def entries_for_redemptions(
-    session: AsyncSession, redemption_ids: Sequence[int]
-) -> dict[int, list[LotteryEntryRow]]:
-    conn = await driver(session)
-    records = await conn.fetch(
-        "SELECT id, redemption_id, member_id, status FROM lottery_entries"
-        " WHERE redemption_id = ANY($1::bigint[]) ORDER BY id",
-        list(redemption_ids),
-    )
-    found: dict[int, list[LotteryEntryRow]] = {}
-    for record in records:
-        found.setdefault(record["redemption_id"], []).append(LotteryEntryRow(**dict(record)))
-    return found
 
 
 async def redemptions_of_entries(

@@ -20,7 +20,7 @@ from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
 from members import service as member_service
-from redemptions import service
+from redemptions import catalog, draws, service
 from redemptions.models import CatalogItem as CatalogItemModel
 from schema.context import Context
 from schema.errors import UserError, forbidden
@@ -66,7 +66,7 @@ class LotteryEntryStatus(Enum):
 def item_loader(ctx: Context) -> DataLoader[int, CatalogItemModel | None]:
     async def load(ids: list[int]) -> list[CatalogItemModel | None]:
         async with ctx.reading() as session:
-            found = await service.items_by_ids(session, ids)
+            found = await catalog.items_by_ids(session, ids)
         return [found.get(item_id) for item_id in ids]
 
     return DataLoader(load_fn=load)
@@ -75,24 +75,24 @@ def item_loader(ctx: Context) -> DataLoader[int, CatalogItemModel | None]:
 def codes_available_loader(ctx: Context) -> DataLoader[int, int]:
     async def load(ids: list[int]) -> list[int]:
         async with ctx.reading() as session:
-            found = await service.codes_available(session, ids)
+            found = await catalog.codes_available(session, ids)
         return [found.get(item_id, 0) for item_id in ids]
 
     return DataLoader(load_fn=load)
 
 
-def draw_loader(ctx: Context) -> DataLoader[int, service.DrawRecord | None]:
-    async def load(ids: list[int]) -> list[service.DrawRecord | None]:
+def draw_loader(ctx: Context) -> DataLoader[int, draws.DrawRecord | None]:
+    async def load(ids: list[int]) -> list[draws.DrawRecord | None]:
         async with ctx.reading() as session:
-            return [await service.get_draw(session, item_id) for item_id in ids]
+            return [await draws.get_draw(session, item_id) for item_id in ids]
 
     return DataLoader(load_fn=load)
 
 
-def entries_loader(ctx: Context) -> DataLoader[int, list[service.LotteryEntryRow]]:
-    async def load(ids: list[int]) -> list[list[service.LotteryEntryRow]]:
+def entries_loader(ctx: Context) -> DataLoader[int, list[draws.LotteryEntryRow]]:
+    async def load(ids: list[int]) -> list[list[draws.LotteryEntryRow]]:
         async with ctx.reading() as session:
-            found = await service.entries_for_redemptions(session, ids)
+            found = await draws.entries_for_redemptions(session, ids)
         return [found.get(redemption_id, []) for redemption_id in ids]
 
     return DataLoader(load_fn=load)
@@ -195,7 +195,7 @@ class LotteryEntry:
     status: LotteryEntryStatus
 
 
-def entry_from_row(row: service.LotteryEntryRow) -> LotteryEntry:
+def entry_from_row(row: draws.LotteryEntryRow) -> LotteryEntry:
     return LotteryEntry(id=strawberry.ID(str(row.id)), status=LotteryEntryStatus(row.status))
 
 
@@ -226,13 +226,13 @@ class LotteryDraw:
         limit = page_size(first)
         after_id = decode_int_cursor("entry", after)
         async with info.context.reading() as session:
-            rows = await service.lottery_entries(
+            rows = await draws.lottery_entries(
                 session, self.item_db_id, limit=limit + 1, after_id=after_id
             )
         return build_connection(rows, limit, "entry", lambda r: str(r.id), entry_from_row)
 
 
-def draw_from_record(record: service.DrawRecord) -> LotteryDraw:
+def draw_from_record(record: draws.DrawRecord) -> LotteryDraw:
     return LotteryDraw(
         item_db_id=record.item_id,
         seed=record.seed,
@@ -366,7 +366,7 @@ class RedemptionQueries:
         limit = page_size(first)
         after_id = decode_int_cursor("item", after)
         async with info.context.reading() as session:
-            rows = await service.list_catalog(
+            rows = await catalog.list_catalog(
                 session,
                 limit=limit + 1,
                 after_id=after_id,
@@ -377,14 +377,14 @@ class RedemptionQueries:
     @strawberry.field(description="One catalogue item by key (listed or not).")
     async def catalog_item(self, info: Info, key: str) -> CatalogItem | None:
         async with info.context.reading() as session:
-            model = await service.get_item_by_key(session, key)
+            model = await catalog.get_item_by_key(session, key)
         return item_from_model(model) if model else None
 
     @strawberry.field(description="A lottery's draw, once held (public: it is the audit trail).")
     async def lottery_draw(self, info: Info, item_key: str) -> LotteryDraw | None:
         async with info.context.reading() as session:
-            item = await service.get_item_by_key(session, item_key)
-            record = await service.get_draw(session, item.id) if item else None
+            item = await catalog.get_item_by_key(session, item_key)
+            record = await draws.get_draw(session, item.id) if item else None
         return draw_from_record(record) if record else None
 
     @strawberry.field(permission_classes=[IsAdmin], description="Every redemption, newest first.")
@@ -521,7 +521,7 @@ class RedemptionMutations:
     async def upsert_catalog_item(
         self, info: Info, input: UpsertCatalogItemInput
     ) -> UpsertCatalogItemPayload:
-        data = service.CatalogItemInput(
+        data = catalog.CatalogItemInput(
             key=input.key,
             name=input.name,
             cost=input.cost,
@@ -538,7 +538,7 @@ class RedemptionMutations:
         )
 
         async def work(session: AsyncSession) -> UpsertCatalogItemPayload:
-            outcome = await service.upsert_item(session, data)
+            outcome = await catalog.upsert_item(session, data)
             return UpsertCatalogItemPayload(
                 catalog_item=item_from_model(outcome.item),
                 codes_added=outcome.codes_added,
@@ -632,7 +632,7 @@ class RedemptionMutations:
     )
     async def draw_lottery(self, info: Info, input: DrawLotteryInput) -> DrawLotteryPayload:
         async def work(session: AsyncSession) -> DrawLotteryPayload:
-            record = await service.draw_lottery(session, input.item_key, input.winners)
+            record = await draws.draw_lottery(session, input.item_key, input.winners)
             winners = await service.redemptions_of_entries(session, record.winning_entry_ids)
             return DrawLotteryPayload(
                 draw=draw_from_record(record),

@@ -282,8 +282,9 @@ async def seed_catalog(session: AsyncSession) -> int:
     if not _module_exists("redemptions.service"):
         return 0
     from members.models import Tier
+    from redemptions.catalog import CatalogItemInput, upsert_item
     from redemptions.models import CatalogItem
-    from redemptions.service import CatalogItemInput, redeem, upsert_item
+    from redemptions.service import redeem
     from server.errors import DomainError
 
     created = 0

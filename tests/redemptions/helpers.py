@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ledger import service as ledger
 from members.models import Member
-from redemptions import service
-from redemptions.service import CatalogItemInput, RedeemOutcome
+from redemptions import catalog, service
+from redemptions.catalog import CatalogItemInput
+from redemptions.service import RedeemOutcome
 from server.errors import DomainError
 from server.rawsql import Autocommit
 from server.runtime import Runtime
@@ -75,7 +76,7 @@ async def make_item(runtime: Runtime, key: str = "mug", **fields: Any) -> int:
     if "stock" in fields:
         fields["set_stock"] = True
     async with runtime.transaction() as session:
-        outcome = await service.upsert_item(session, CatalogItemInput(key=key, **fields))
+        outcome = await catalog.upsert_item(session, CatalogItemInput(key=key, **fields))
         return outcome.item.id
 
 

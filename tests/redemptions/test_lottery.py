@@ -7,8 +7,9 @@ from collections import Counter
 
 from sqlalchemy import text
 
-from redemptions import lottery, service
-from redemptions.service import DrawRecord, RedeemOutcome, RedemptionRow
+from redemptions import draws, lottery, service
+from redemptions.draws import DrawRecord
+from redemptions.service import RedeemOutcome, RedemptionRow
 from server.errors import DomainError
 from server.runtime import Runtime
 from tests.redemptions.helpers import (
@@ -24,7 +25,7 @@ from tests.redemptions.helpers import (
 
 
 async def draw(runtime: Runtime, key: str, winners: int) -> DrawRecord | DomainError:
-    return await in_transaction(runtime, lambda s: service.draw_lottery(s, key, winners))
+    return await in_transaction(runtime, lambda s: draws.draw_lottery(s, key, winners))
 
 
 async def entries(runtime: Runtime, key: str) -> list[tuple[int, int, str]]:
@@ -81,7 +82,7 @@ async def test_draw_is_recorded_and_re_derivable(runtime: Runtime) -> None:
     assert Counter(after.values()) == {"LOST": len(active) - 4, "WON": 4, "CANCELLED": 2}
     assert {i for i, s in after.items() if s == "WON"} == set(record.winning_entry_ids)
     async with runtime.transaction() as session:
-        stored = await service.get_draw(session, record.item_id)
+        stored = await draws.get_draw(session, record.item_id)
         statuses = Counter(
             row[0]
             for row in await session.execute(

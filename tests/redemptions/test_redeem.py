@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from members.service import set_status
-from redemptions import service
+from redemptions import catalog, service
 from redemptions.service import RedeemOutcome
 from server.errors import DomainError
 from server.runtime import Runtime
@@ -168,11 +168,11 @@ async def test_coupon_redemption_gets_a_code_and_out_of_codes_is_out_of_stock(
 
 
 async def test_upsert_validates_and_adds_codes_once(runtime: Runtime) -> None:
-    from redemptions.service import CatalogItemInput
+    from redemptions.catalog import CatalogItemInput
 
-    async def upsert(**fields: object) -> service.UpsertOutcome | DomainError:
+    async def upsert(**fields: object) -> catalog.UpsertOutcome | DomainError:
         data = CatalogItemInput(**{"key": "c", "name": "C", "cost": 5, **fields})  # type: ignore[arg-type]
-        return await in_transaction(runtime, lambda s: service.upsert_item(s, data))
+        return await in_transaction(runtime, lambda s: catalog.upsert_item(s, data))
 
     outcome = await upsert(kind="COUPON", codes=("A", "B", "A", " B "))
     assert not isinstance(outcome, DomainError)
@@ -202,10 +202,10 @@ async def test_upsert_validates_and_adds_codes_once(runtime: Runtime) -> None:
 @pytest.mark.parametrize("set_stock", [False, True])
 async def test_upsert_keeps_stock_unless_given(runtime: Runtime, set_stock: bool) -> None:
     await make_item(runtime, "mug", stock=7)
-    from redemptions.service import CatalogItemInput
+    from redemptions.catalog import CatalogItemInput
 
     data = CatalogItemInput(key="mug", name="Big mug", cost=100, stock=3, set_stock=set_stock)
-    await in_transaction(runtime, lambda s: service.upsert_item(s, data))
+    await in_transaction(runtime, lambda s: catalog.upsert_item(s, data))
     assert await stock_of(runtime, "mug") == (3 if set_stock else 7)
 
 
@@ -215,8 +215,8 @@ async def test_kind_of_a_redeemed_item_cannot_change(runtime: Runtime) -> None:
     assert isinstance(
         await redeem(runtime, await external_id(runtime, member), "mug", "k"), RedeemOutcome
     )
-    from redemptions.service import CatalogItemInput
+    from redemptions.catalog import CatalogItemInput
 
     data = CatalogItemInput(key="mug", name="Mug", cost=100, kind="LOTTERY")
-    refused = await in_transaction(runtime, lambda s: service.upsert_item(s, data))
+    refused = await in_transaction(runtime, lambda s: catalog.upsert_item(s, data))
     assert isinstance(refused, DomainError) and refused.code == "CONFLICT"

@@ -17,6 +17,7 @@ from members.models import Member
 from members.program import configure_program
 from members.service import register_member, touch
 from members.tasks import run_evaluate_tiers, run_scan_inactivity
+from redemptions import draws
 from redemptions import service as redemption_service
 from server import signals
 from server.runtime import Runtime
@@ -314,7 +315,7 @@ async def test_lottery_losers_are_fulfilled_redemptions(runtime: Runtime) -> Non
             )
     await subscribe(runtime, URL, ["redemption.fulfilled"])
     async with runtime.transaction() as session:
-        await redemption_service.draw_lottery(session, "raffle", 1)
+        await draws.draw_lottery(session, "raffle", 1)
     events = await outbox(runtime)
     assert len(events) == 2  # the two losing tickets; the winner waits for its prize
     assert {e["data"]["itemKey"] for e in events} == {"raffle"}
