@@ -19,14 +19,19 @@ What is measured (every figure goes through ``ledger.service``, the code the API
   5,000 lots per statement, one commit per batch) over 100,000 expired lots of 20,000 members.
 - ``batch_postings_per_s``: ``service.post_batch`` with 5,000 grants (10,000 postings) per
   call, one round trip and one commit per call, 200,000 postings in all.
+- Before each timed phase the database is vacuumed and analysed (``catch_up``), as
+  autovacuum would have done after the phase before; ``server_autovacuum_on`` says whether
+  the server runs autovacuum itself (1) or not (0: this machine's does not).
 - ``bare_insert_per_s_c16``: calibration, measured in the same run: a one-statement INSERT
   into a two-index scratch table over raw asyncpg, 16 connections. The machine is shared and
   its speed drifts (this figure has ranged from about 6,000 to 15,000 on the same box), so
   read the ledger figures against it.
-- ``grant_sql_per_s_c16_pgbench``: calibration, the same grants with no Python client at all:
-  ``ledger_grant`` (the function ``service.grant`` calls) from ``pgbench``'s 16 connections,
-  when ``pgbench`` is installed. The gap to ``grants_per_s_c16`` is what this process's own
-  client work (asyncpg, asyncio, the service's checks) takes from the two shared CPUs.
+- ``grant_sql_per_s_c16_pgbench`` / ``transfer_sql_per_s_c16_pgbench``: calibration, the same
+  grants and transfers with no Python client at all: ``ledger_grant`` and ``ledger_transfer``
+  (the functions the service calls) from ``pgbench``'s 16 connections, when ``pgbench`` is
+  installed. The gap to ``grants_per_s_c16`` / ``transfers_per_s_c16`` is what this
+  process's own client work (asyncpg, asyncio, the service's checks) takes from the two
+  shared CPUs.
 - ``*_session_txn``: the same grants and transfers, but each in a fresh ``runtime.transaction()``
   (pool checkout, BEGIN, call, COMMIT: what a request handler does). The gap to the autocommit
   figures is SQLAlchemy's session and pool overhead on the client (hundreds of microseconds of
@@ -153,28 +158,55 @@ async def bare_inserts(url: str, workers: int = 16, total: int = 30_000) -> floa
             await conn.close()
 
 
+# pgbench scripts: the ledger functions the service calls, with random members of the run
 PGBENCH_GRANT = """\\set m random({low}, {high})
 SELECT ledger_grant(:m, 'points', 10, 'grant', NULL, NULL, NULL, gen_random_uuid()::text,
                     NULL, NULL, 365);
 """
+PGBENCH_TRANSFER = """\\set a random({low}, {high})
+\\set b random({low}, {high} - 1)
+SELECT ledger_transfer(:a, CASE WHEN :b >= :a THEN :b + 1 ELSE :b END, 'points', 1, NULL, NULL,
+                       NULL, gen_random_uuid()::text, NULL);
+"""
 
 
-def pgbench_grants(url: str, members: list[int], seconds: int = 8) -> float | None:
-    """Grants per second of ``ledger_grant`` called by pgbench (16 connections, prepared
-    statements): the database's side alone. None when pgbench is not installed."""
+def pgbench_rate(url: str, script: str, members: list[int], seconds: int = 8) -> float | None:
+    """Calls per second of ``script`` (one of the above) run by pgbench with 16 connections
+    and prepared statements: the database's side alone, no Python client. None when pgbench
+    is not installed."""
     if shutil.which("pgbench") is None:
         return None
-    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
-        script.write(PGBENCH_GRANT.format(low=min(members), high=max(members)))
-        script.flush()
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as file:
+        file.write(script.format(low=min(members), high=max(members)))
+        file.flush()
         done = subprocess.run(
             ["pgbench", "-n", "-M", "prepared", "-c", "16", "-j", "2", "-T", str(seconds),
-             "-f", script.name, plain_dsn(url)],
+             "-f", file.name, plain_dsn(url)],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
     found = re.search(r"tps = ([0-9.]+)", done.stdout)
     assert found is not None, done.stdout
     return float(found.group(1))
+
+
+async def autovacuum_on(url: str) -> int:
+    conn = await asyncpg.connect(plain_dsn(url))
+    try:
+        return int(await conn.fetchval("SELECT current_setting('autovacuum') = 'on'"))
+    finally:
+        await conn.close()
+
+
+async def catch_up(url: str) -> None:
+    """VACUUM ANALYZE before a timed phase: what autovacuum does in production after the
+    previous phase's writes (dead row versions, fresh statistics). Without it, on a server
+    running with autovacuum off (this machine's does), each phase pays for the debris of
+    the ones before it: transfers ran at half speed after the grants."""
+    conn = await asyncpg.connect(plain_dsn(url))
+    try:
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
 
 
 async def create_members(url: str) -> list[int]:
@@ -215,10 +247,9 @@ async def bench_settlement(runtime: Runtime, url: str, members: list[int]) -> fl
         await conn.execute(
             "UPDATE lots SET expires_at = now() - interval '1 day' WHERE expires_at = $1", later
         )
-        # the earlier phases left work for autovacuum; do it now, not during the timing
-        await conn.execute("VACUUM ANALYZE")
     finally:
         await conn.close()
+    await catch_up(url)
     start = time.perf_counter()
     result = await run_settle_expirations(runtime)
     elapsed = time.perf_counter() - start
@@ -260,21 +291,32 @@ async def measure(url: str) -> dict[str, float]:
         a, b = rng.sample(members, 2)
         await service.transfer(session, a, b, 1, idempotency_key=f"tr-{next(serial)}")
 
-    figures: dict[str, float] = {}
+    figures: dict[str, float] = {"server_autovacuum_on": await autovacuum_on(url)}
     figures["bare_insert_per_s_c16"] = await bare_inserts(url)
+    # no catch_up before the first phase: statistics taken of an empty ledger would tell the
+    # planner the tables stay empty (production's autovacuum re-analyses as they fill)
     figures["grants_per_s_c1"] = await throughput(engine, 1, GRANTS_C1, grant)
+    await catch_up(url)
     figures["grants_per_s_c16"] = await throughput(engine, 16, GRANTS_C16, grant)
-    sql_only = await asyncio.to_thread(pgbench_grants, url, members)
-    if sql_only is not None:
-        figures["grant_sql_per_s_c16_pgbench"] = sql_only
+    await catch_up(url)
+    grants_sql = await asyncio.to_thread(pgbench_rate, url, PGBENCH_GRANT, members)
     await fund(runtime, members, 1_000_000, "fund")
+    await catch_up(url)
     figures["transfers_per_s_c16"] = await throughput(engine, 16, TRANSFERS_C16, transfer)
+    await catch_up(url)
+    transfers_sql = await asyncio.to_thread(pgbench_rate, url, PGBENCH_TRANSFER, members)
+    if grants_sql is not None and transfers_sql is not None:
+        figures["grant_sql_per_s_c16_pgbench"] = grants_sql
+        figures["transfer_sql_per_s_c16_pgbench"] = transfers_sql
+    await catch_up(url)
     figures["grants_per_s_c16_session_txn"] = await throughput_session_txn(
         runtime, 16, 10_000, grant
     )
+    await catch_up(url)
     figures["transfers_per_s_c16_session_txn"] = await throughput_session_txn(
         runtime, 16, 10_000, transfer
     )
+    await catch_up(url)
     figures["batch_postings_per_s"] = await bench_batch(runtime, members)
     figures["settle_lots_per_s"] = await bench_settlement(runtime, url, members[:20_000])
     await runtime.close()
