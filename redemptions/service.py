@@ -4,17 +4,18 @@ draws ``redemptions.draws``.
 
 Redeeming
 ---------
-``redeem`` sends one read and one writing statement, in the caller's transaction or on an
-``Autocommit`` connection (where the writing statement is the whole transaction):
+``redeem`` sends ONE statement, ``redemptions_redeem_by_key`` (migration 0017), in the
+caller's transaction or on an ``Autocommit`` connection (where it is the whole transaction):
 
-1. one read: the member, the item, a redemption already made with this idempotency key, and
-   (for items with a per-member limit) the units the member already holds, and (for items
-   with a minimum tier) whether the member's tier is high enough;
+1. the lookup: the member, the item, a redemption already made with this idempotency key,
+   and (for items with a per-member limit) the units the member already holds, and (for
+   items with a minimum tier) whether the member's tier is high enough;
 2. replay: the same key with the same input (item key, quantity) returns the stored
    redemption and moves nothing; the same key with other input is ``IDEMPOTENCY_CONFLICT``;
-3. eligibility, cheapest first: active member, tier, window (and lottery not drawn), limit,
-   stock, each refused with its code before anything is written;
-4. ONE statement, ``redemptions_redeem`` (migration 0014), which
+3. eligibility: active member, tier, window (and lottery not drawn), limit, stock. The
+   statement stops there, writing nothing, when any fails; its answer carries the lookup, and
+   :func:`_check_eligible` names the refusal and its code (cheapest first);
+4. the writes, ``redemptions_redeem`` (migration 0014), which
    - spends through ``ledger_debit`` (idempotency key ``redeem:<member id>:<key>``): it
      locks the member's points account, consumes lots soonest-expiring first, or refuses
      with ``INSUFFICIENT_FUNDS``;
@@ -204,33 +205,32 @@ def spend_key(member_id: int, idempotency_key: str) -> str:
     return f"redeem#{member_id}:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
 
 
-_LOOKUP = """
-SELECT m.id AS member_id, m.status AS member_status,
-       i.id AS item_id, i.name, i.kind, i.cost, i.stock, i.per_member_limit, i.min_tier_id,
-       i.available_from, i.available_until, i.drawn_at,
-       r.id AS existing_id, r.input_hash AS existing_hash,
-       CASE WHEN i.per_member_limit IS NOT NULL THEN
-           (SELECT coalesce(sum(x.quantity), 0) FROM redemptions x
-            WHERE x.member_id = m.id AND x.item_id = i.id AND x.status <> 'CANCELLED')
-       END AS used,
-       CASE WHEN i.min_tier_id IS NOT NULL THEN
-           (SELECT coalesce(held.rank >= needed.rank, false) FROM tiers needed
-            LEFT JOIN tiers held ON held.id = m.tier_id WHERE needed.id = i.min_tier_id)
-       END AS tier_enough
-FROM members m
-LEFT JOIN catalog_items i ON i.key = $2
-LEFT JOIN redemptions r ON r.member_id = m.id AND r.idempotency_key = $3
-WHERE m.external_id = $1
-"""
+def spend_input_hash(external_id: str, item_key: str, quantity: int) -> str:
+    """The input hash stored with a redemption's spend: a digest of the request, as the
+    member id and the amount are only known inside the statement (a spend under a
+    redemption's key is only ever made by this path, so only this form must match)."""
+    payload = json.dumps(
+        ["redeem-spend", {"member": external_id, "item": item_key, "quantity": quantity}],
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
 
-# Everything a redemption writes, in one statement (migration 0014): the spend (ledger_debit's
-# ten arguments follow the first ten), the limit under the account lock, the member's
-# activity (members.service.touch's rule), a coupon code, the redemption, lottery tickets.
-_REDEEM = (
-    "SELECT o_status, o_tx, o_tx_at AS o_created_at, o_id, o_created_at AS created_at, o_code"
-    " FROM redemptions_redeem($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-    " $11, $12, $13, $14, $15)"
-)
+
+# The whole redemption in ONE statement (migration 0017): the lookup (member, item, an
+# earlier use of the key, the units held, the tier), eligibility, and when it passes the
+# writes of redemptions_redeem (0014): the spend, the limit under the account lock, the
+# member's activity (members.service.touch's rule), a coupon code, the redemption, lottery
+# tickets. The lookup's columns come back too, so that a refusal is explained here.
+_REDEEM = """
+SELECT o_member_id AS member_id, o_member_status AS member_status, o_item_id AS item_id,
+       o_name AS name, o_kind AS kind, o_cost AS cost, o_stock AS stock,
+       o_per_member_limit AS per_member_limit, o_available_from AS available_from,
+       o_available_until AS available_until, o_drawn_at AS drawn_at,
+       o_existing_id AS existing_id, o_existing_hash AS existing_hash, o_used AS used,
+       o_tier_enough AS tier_enough,
+       o_status, o_tx, o_tx_at AS o_created_at, o_id, o_created_at AS created_at, o_code
+FROM redemptions_redeem_by_key($1, $2, $3, $4, $5, $6, $7, $8, $9)
+"""
 
 # What a redemption emits (a durable writer wanting one of them makes it run in a transaction).
 CREATED = "redemption.created"
@@ -279,56 +279,47 @@ async def redeem(
     now: datetime | None = None,
 ) -> RedeemOutcome:
     """Redeem ``quantity`` units of ``item_key`` for the member (see the module docstring):
-    one read, then one writing statement. In a transaction, the stock is taken when the
+    ONE statement, which looks up, checks and writes. In a transaction, the stock is taken when the
     caller commits, and the commit may refuse it: map the error with
     :func:`database_refusal`. On an ``Autocommit`` the statement commits by itself."""
     if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= MAX_KEY_LENGTH:
         raise invalid("idempotencyKey must be 1 to 255 characters", "idempotencyKey")
     if not whole_number(quantity) or quantity < 1:
         raise invalid("quantity must be at least 1", "quantity")
+    if quantity > MAX_QUANTITY:
+        raise invalid("quantity too large: cost × quantity is above 1,000,000,000", "quantity")
     moment = now or datetime.now(UTC)
     digest = redemption_input_hash(item_key, quantity)
+    reference = f"catalog:{item_key}"
+    metadata = json.dumps({"item": item_key, "quantity": quantity})
+    spend_digest = spend_input_hash(external_id, item_key, quantity)
     conn = await driver(session)
-    found = await conn.fetchrow(_LOOKUP, external_id, item_key, idempotency_key)
-    if found is None:
-        raise not_found(f"no member with externalId {external_id!r}", "externalId")
-    if found["existing_id"] is not None:
-        return await _replay(conn, found["existing_id"], found["existing_hash"], digest)
-    if found["item_id"] is None:
-        raise not_found(f"no catalogue item {item_key!r}", "itemKey")
-    _check_eligible(found, quantity, moment)
-
-    member_id: int = found["member_id"]
-    total = found["cost"] * quantity
-    spend = ledger.debit_arguments(
-        "spend", "redemptions", member_id, total, spend_key(member_id, idempotency_key),
-        "points", found["name"], f"catalog:{item_key}", {"item": item_key, "quantity": quantity},
-    )  # fmt: skip
-    kind: str = found["kind"]
     try:
         written = await conn.fetchrow(
-            _REDEEM,
-            member_id,
-            found["item_id"],
-            idempotency_key,
-            quantity,
-            total,
-            digest,
-            kind == "COUPON",
-            kind == "LOTTERY",
-            moment,
-            found["per_member_limit"],
-            spend.key,
-            spend.digest,
-            spend.memo,
-            spend.reference,
-            spend.metadata,
-        )
+            _REDEEM, external_id, item_key, idempotency_key, quantity, digest, moment,
+            spend_digest, reference, metadata,
+        )  # fmt: skip
     except Exception as error:
         refusal = database_refusal(error)
         if refusal is None:
             raise
         raise refusal from None
+    if written["member_id"] is None:
+        raise not_found(f"no member with externalId {external_id!r}", "externalId")
+    if written["existing_id"] is not None:
+        return await _replay(conn, written["existing_id"], written["existing_hash"], digest)
+    if written["item_id"] is None:
+        raise not_found(f"no catalogue item {item_key!r}", "itemKey")
+    if written["o_status"] is None:  # not eligible: nothing was written; say why
+        _check_eligible(written, quantity, moment)
+        raise RuntimeError("the statement refused a redemption that _check_eligible accepts")
+
+    member_id: int = written["member_id"]
+    total = written["cost"] * quantity
+    spend = ledger.DebitArguments(
+        member_id, "points", total, "spend", "redemptions", written["name"], reference,
+        metadata, spend_key(member_id, idempotency_key), spend_digest,
+    )  # fmt: skip
     try:
         posted = ledger.debited(session, written, spend)
     except LedgerError as error:
@@ -347,7 +338,7 @@ async def redeem(
     redemption = RedemptionRow(
         id=written["o_id"],
         member_id=member_id,
-        item_id=found["item_id"],
+        item_id=written["item_id"],
         quantity=quantity,
         cost=total,
         status="PENDING",

@@ -93,8 +93,19 @@ async def test_a_long_key_is_hashed_for_the_ledger(runtime: Runtime) -> None:
     again = await redeem(runtime, who, "mug", key)
     assert isinstance(first, RedeemOutcome) and isinstance(again, RedeemOutcome)
     assert again.replayed and again.redemption.id == first.redemption.id
-    assert len(service.spend_key(member, key)) <= 255
-    assert await balance(runtime, member) == 400
+    short = await redeem(runtime, who, "mug", "short-key")
+    assert isinstance(short, RedeemOutcome)
+    # the statement names the spend as service.spend_key does, in both forms
+    async with runtime.transaction() as session:
+        for outcome, used in ((first, key), (short, "short-key")):
+            stored = await session.scalar(
+                text("SELECT idempotency_key FROM transactions WHERE id = :id"),
+                {"id": outcome.redemption.spend_transaction_id},
+            )
+            assert stored == service.spend_key(member, used)
+            assert len(stored) <= 255
+    assert stored.startswith("redeem:") and service.spend_key(member, key).startswith("redeem#")
+    assert await balance(runtime, member) == 300
 
 
 async def assert_refused(runtime: Runtime, code: str, *args: object, **kwargs: object) -> None:
