@@ -279,8 +279,8 @@ async def redeem(
     now: datetime | None = None,
 ) -> RedeemOutcome:
     """Redeem ``quantity`` units of ``item_key`` for the member (see the module docstring):
-    ONE statement, which looks up, checks and writes. In a transaction, the stock is taken when the
-    caller commits, and the commit may refuse it: map the error with
+    ONE statement, which looks up, checks and writes. In a transaction, the stock is taken
+    when the caller commits, and the commit may refuse it: map the error with
     :func:`database_refusal`. On an ``Autocommit`` the statement commits by itself."""
     if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= MAX_KEY_LENGTH:
         raise invalid("idempotencyKey must be 1 to 255 characters", "idempotencyKey")
