@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from bench.harness import emit, scratch_database
+from bench.harness import connect, emit, scratch_database
 from ledger import service
 from ledger.tasks import run_settle_expirations
 from ledger.types import BatchGrant
@@ -190,11 +190,8 @@ def pgbench_rate(url: str, script: str, members: list[int], seconds: int = 8) ->
 
 
 async def autovacuum_on(url: str) -> int:
-    conn = await asyncpg.connect(plain_dsn(url))
-    try:
+    async with connect(url) as conn:
         return int(await conn.fetchval("SELECT current_setting('autovacuum') = 'on'"))
-    finally:
-        await conn.close()
 
 
 async def catch_up(url: str) -> None:
@@ -202,11 +199,8 @@ async def catch_up(url: str) -> None:
     previous phase's writes (dead row versions, fresh statistics). Without it, on a server
     running with autovacuum off (this machine's does), each phase pays for the debris of
     the ones before it: transfers ran at half speed after the grants."""
-    conn = await asyncpg.connect(plain_dsn(url))
-    try:
+    async with connect(url) as conn:
         await conn.execute("VACUUM ANALYZE")
-    finally:
-        await conn.close()
 
 
 async def create_members(url: str) -> list[int]:

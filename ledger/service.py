@@ -244,8 +244,9 @@ def debit_arguments(
     reference: str | None,
     metadata: Mapping[str, Any] | None,
 ) -> DebitArguments:
-    """The checked arguments of ``ledger_debit`` for a debit; other
-    domains' SQL functions that spend inside their own statement call it with these."""
+    """The checked arguments of ``ledger_debit`` for a spend or a deduction, with the input
+    hash of those arguments. (A redemption spends inside its own statement and builds its
+    ``DebitArguments`` itself: its hash is of the request, see ``redemptions.service``.)"""
     check_amount(amount)
     check_key(idempotency_key)
     check_currency(currency)

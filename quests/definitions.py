@@ -207,7 +207,7 @@ def cached_quest_index() -> dict[str, list[QuestDef]] | None:
 
 
 async def active_quests_by_event_type(session: AsyncSession) -> dict[str, list[QuestDef]]:
-    cached = _index_cache.get("index")
+    cached = cached_quest_index()
     if cached is not None:
         return cached
     index: dict[str, list[QuestDef]] = {}
