@@ -193,13 +193,14 @@ function init(args)
   -- thread k of n starts k/n of the way into the list: threads never send the same body
   -- (the same member) at the same moment
   counter = math.floor((tid - 1) * #bodies / tonumber(args[2]))
+  nonce = args[3]  -- this load's nonce: no two loads of one run share a key
 end
 function request()
   counter = counter + 1
   local i = ((counter - 1) % #bodies) + 1
   local headers = {["Content-Type"] = "application/json"}
   if tokens[i] ~= "" then headers["Authorization"] = "Bearer " .. tokens[i] end
-  local body = bodies[i]:gsub("__UNIQUE__", tid .. "-" .. counter)
+  local body = bodies[i]:gsub("__UNIQUE__", nonce .. "-" .. tid .. "-" .. counter)
   return wrk.format("POST", "/graphql", headers, body)
 end
 function response(status, headers, body)
@@ -239,8 +240,9 @@ def load(
     """POST the GraphQL ``requests`` (token, body) in order, round-robin, for ``seconds``,
     from ``threads`` load-generator threads (default: up to 2).
 
-    ``__UNIQUE__`` anywhere in a body is replaced by a value unique to each request (for
-    idempotency keys), so the same request list can drive value-moving mutations."""
+    ``__UNIQUE__`` anywhere in a body is replaced by a value unique to each request of this
+    call and of every other call (for idempotency keys: a warm-up's keys are not replayed),
+    so the same request list can drive value-moving mutations."""
     threads = threads or min(2, connections)
     if shutil.which("wrk"):
         return _wrk(base_url, requests, connections, seconds, threads, timeout_s)
@@ -276,6 +278,7 @@ def _wrk(
                 "--",
                 str(bodies),
                 str(threads),
+                secrets.token_hex(4),
             ],
             capture_output=True,
             text=True,
@@ -307,7 +310,7 @@ async def _python_load(
 ) -> LoadResult:
     """The same measurement without wrk (slower: the client shares this Python process)."""
     latencies: list[float] = []
-    errors, first_error, counter = 0, "", 0
+    errors, first_error, counter, nonce = 0, "", 0, secrets.token_hex(4)
     stop = time.monotonic() + seconds
 
     async def client(http: httpx.AsyncClient) -> None:
@@ -315,7 +318,7 @@ async def _python_load(
         while time.monotonic() < stop:
             counter += 1
             token, template = requests[(counter - 1) % len(requests)]
-            body = json.loads(json.dumps(template).replace("__UNIQUE__", f"p-{counter}"))
+            body = json.loads(json.dumps(template).replace("__UNIQUE__", f"{nonce}-{counter}"))
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             started = time.perf_counter()
             response = await http.post("/graphql", json=body, headers=headers)
