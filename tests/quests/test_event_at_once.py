@@ -5,7 +5,9 @@ else falls back to the transaction, with nothing written twice."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import text
@@ -104,3 +106,79 @@ async def test_a_webhook_on_quest_completed_sends_events_through_the_transaction
     assert "quests_completion_needs_transaction" not in " ".join(sent)  # no attempt first
     assert [c["quest"]["key"] for c in done["completed"]] == ["two-runs"]
     assert [event["type"] for event in await outbox(runtime)] == ["quest.completed"]
+
+
+async def test_periods_are_in_the_members_own_timezone_else_the_programs(
+    api: GraphQLClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await api.register("kenji", timezone="Asia/Tokyo")
+    await api.register("ana")
+    await upsert_quest(api, key="daily-steps", cadence="DAILY", eventType="step", target=5)
+    await record(api, "ana", "step", "warm")  # the caches filled
+    # 20:00 UTC is 05:00 the next day in Tokyo: the two days differ
+    now = datetime.now(UTC)
+    at = datetime.combine(now.date(), time(20), UTC)
+    at = at if at <= now else at - timedelta(days=1)
+    sent = record_round_trips(monkeypatch)
+    answer = await record(api, "kenji", "step", "s1", occurred_at=at)
+    assert len(sent) == 2 and control(sent) == [], sent
+    tokyo = ZoneInfo("Asia/Tokyo")
+    start = datetime.fromisoformat(answer["progressed"][0]["periodStart"])
+    assert start == datetime.combine(at.astimezone(tokyo).date(), time(0), tokyo)
+    assert answer["progressed"][0]["progress"] == 1
+    assert [key for key, _ in await stored(runtime, "kenji")] == ["s1"]
+
+    utc = await record(api, "ana", "step", "s1", occurred_at=at)
+    start = datetime.fromisoformat(utc["progressed"][0]["periodStart"])
+    assert start == datetime.combine(at.date(), time(0), UTC)
+
+
+async def test_a_quest_with_a_minimum_tier_advances_only_for_members_at_that_tier(
+    api: GraphQLClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.members.helpers import earn_xp, make_ladder
+
+    await make_ladder(runtime)
+    await api.register("newcomer")
+    veteran = await api.register("veteran")
+    await earn_xp(runtime, int(veteran["id"]), 2_500, "xp-1", datetime.now(UTC))
+    await upsert_quest(api, key="for-all", cadence="DAILY", eventType="shop", target=5)
+    await upsert_quest(api, key="for-gold", cadence="DAILY", eventType="shop", target=5,
+                       minTier="gold")  # fmt: skip
+    await record(api, "newcomer", "shop", "warm")  # the caches filled
+    sent = record_round_trips(monkeypatch)
+    veteran_answer = await record(api, "veteran", "shop", "v1")
+    assert len(sent) == 2 and control(sent) == [], sent
+    assert sorted(p["quest"]["key"] for p in veteran_answer["progressed"]) == [
+        "for-all",
+        "for-gold",
+    ]
+    newcomer_answer = await record(api, "newcomer", "shop", "n1")
+    assert [p["quest"]["key"] for p in newcomer_answer["progressed"]] == ["for-all"]
+    assert newcomer_answer["progressed"][0]["progress"] == 2
+
+
+async def test_refusals_and_referred_members_in_the_one_statement_path(
+    api: GraphQLClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the caches filled: an unknown or suspended member is refused with its code and
+    nothing is stored, and a referred member's event goes through the transaction (referral
+    rewards)."""
+    await api.register("sleeper")
+    await upsert_quest(api, key="any-tap", cadence="DAILY", eventType="tap", target=50)
+    await record(api, "sleeper", "tap", "warm")  # the caches filled
+    unknown = await record(api, "nobody", "tap", "t1")
+    assert [(e["code"], e["field"]) for e in unknown["errors"]] == [("NOT_FOUND", "externalId")]
+    code = (await api.admin('{ member(externalId: "sleeper") { referralCode } }')).data
+    await api.register("friend", referralCode=code["member"]["referralCode"])
+    sent = record_round_trips(monkeypatch)
+    referred = await record(api, "friend", "tap", "f1")
+    assert control(sent) == ["BEGIN", "COMMIT"], sent
+    assert referred["errors"] == [] and referred["progressed"][0]["progress"] == 1
+    await api.admin(
+        """mutation { setMemberStatus(input: {externalId: "sleeper", status: "suspended"}) {
+             errors { code } } }"""
+    )
+    suspended = await record(api, "sleeper", "tap", "t1")
+    assert [e["code"] for e in suspended["errors"]] == ["NOT_ELIGIBLE"]
+    assert [key for key, _ in await stored(runtime, "sleeper")] == ["warm"]
