@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -63,3 +64,34 @@ async def test_one_bad_entry_writes_nothing(runtime: Runtime, bad: BatchGrant, c
         await run(runtime, lambda s: service.post_batch(s, entries))
     assert caught.value.code == code
     assert await row_counts(runtime) == before
+
+
+async def test_concurrent_batches_over_the_same_members_post_everything_once(
+    runtime: Runtime,
+) -> None:
+    """Four imports at once on four connections, each touching every member in its own
+    order, and one of them posted twice: no deadlock (accounts are locked in id order),
+    every entry posted exactly once, balances the sum of it all. The twin that takes the
+    account locks second sees the first's transactions once it has them, and replays."""
+    members = await create_members(runtime, 40)
+    batches = [
+        [
+            BatchGrant(m, 1 + b, f"concurrent-{b}-{m}")
+            for m in (members if b % 2 else list(reversed(members)))
+        ]
+        for b in range(4)
+    ]
+    batches.append(batches[0])  # a retry racing the first attempt
+
+    async def post(entries: list[BatchGrant]) -> list[bool]:
+        posted = await run(runtime, lambda s: service.post_batch(s, entries))
+        return [p.replayed for p in posted]
+
+    outcomes = await asyncio.gather(*(post(entries) for entries in batches))
+    # one twin posted every entry, the other replayed every entry
+    assert sorted([outcomes[0], outcomes[4]]) == [[False] * 40, [True] * 40], outcomes
+    assert not any(o for outcome in outcomes[1:4] for o in outcome)
+    async with runtime.transaction() as session:
+        got = await service.balances_for_members(session, members)
+    assert {got[m].available for m in members} == {1 + 2 + 3 + 4}
+    assert await account_balance(runtime, "system:issuance:points") == -10 * len(members)
