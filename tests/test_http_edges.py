@@ -11,7 +11,7 @@ import pytest
 
 from server.app import GraphQLEndpoint
 from server.settings import get_settings
-from tests.api import GraphQLClient, member_token
+from tests.api import GraphQLClient, admin_token, member_token
 
 ME = "{ me { externalId } }"
 
@@ -177,3 +177,38 @@ async def test_plain_posts_answer_exactly_as_strawberrys_view(
     subscription = bodies.index(next(b for b in bodies if b["query"].startswith("subscription")))
     expected = [pair for i in range(len(bodies)) for pair in (i != subscription, False)]
     assert taken == expected
+
+
+async def test_answers_orjson_cannot_encode_fall_back_to_the_standard_library(
+    api: GraphQLClient,
+) -> None:
+    """Answers are encoded by orjson; an integer beyond 64 bits (a quest filter may hold one)
+    is encoded by the standard library instead, and non-ASCII text is plain UTF-8."""
+    huge = 2**70
+    upsert = """mutation($input: UpsertQuestInput!) {
+      upsertQuest(input: $input) { quest { key name filter } errors { code } } }"""
+    quest = {
+        "key": "big-spender",
+        "name": "Dépensier élevé",
+        "cadence": "ONCE",
+        "eventType": "purchase",
+        "target": 1,
+        "rewards": [{"kind": "POINTS", "amount": 1}],
+        "filter": {"amount": {"gte": huge}},
+    }
+    response = await api.http.post(
+        "/graphql",
+        json={"query": upsert, "variables": {"input": quest}},
+        headers={"Authorization": f"Bearer {admin_token()}"},
+    )
+    assert response.status_code == 200, response.text
+    payload = response.json()["data"]["upsertQuest"]
+    assert payload["errors"] == [], payload
+    assert payload["quest"]["filter"] == {"amount": {"gte": huge}}  # exact, not a float
+    assert b"D\\u00e9pensier" in response.content  # the standard library's escapes
+    names = await api.http.post(
+        "/graphql",
+        json={"query": "{ quests { name } }"},
+        headers={"Authorization": f"Bearer {admin_token()}"},
+    )
+    assert "Dépensier élevé".encode() in names.content  # orjson's UTF-8
