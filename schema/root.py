@@ -23,7 +23,8 @@ from schema.ledger import LedgerMutations, LedgerQueries
 from schema.members import MemberMutations, MemberQueries
 from schema.program import ProgramMutations, ProgramQueries
 from schema.quests import QuestMutations, QuestQueries
-from schema.redemptions import RedemptionMutations, RedemptionQueries
+from schema.redemption_mutations import RedemptionMutations
+from schema.redemptions import RedemptionQueries
 from schema.subscriptions import Subscription
 from schema.webhooks import WebhookMutations, WebhookQueries
 from server.settings import Settings, get_settings
