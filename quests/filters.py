@@ -52,7 +52,7 @@ def validate_filter(raw: object, field: str = "filter") -> dict[str, Any]:
                 _validate_operator(name, operator, value, field)
         elif not _is_scalar(condition):
             raise invalid(f"{name}: expected a string, number, boolean or operators", field)
-    return dict(raw)
+    return {name: dict(c) if isinstance(c, Mapping) else c for name, c in raw.items()}
 
 
 def _validate_operator(name: str, operator: object, value: object, field: str) -> None:
@@ -96,11 +96,13 @@ def _check(actual: object, operator: str, expected: Any) -> bool:
 
 
 def matches(event_filter: Mapping[str, Any], properties: Mapping[str, Any]) -> bool:
+    """Whether the properties meet a filter ``validate_filter`` returned (its operator
+    objects are dicts: a plain type check, not an ABC's, on every event and quest)."""
     for name, condition in event_filter.items():
         if name not in properties:
             return False
         actual = properties[name]
-        if isinstance(condition, Mapping):
+        if isinstance(condition, dict):
             if not all(_check(actual, op, value) for op, value in condition.items()):
                 return False
         elif not _equal(actual, condition):
