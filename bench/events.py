@@ -5,7 +5,8 @@
 20 active quests listen for ``purchase`` events (daily, weekly, monthly and achievements,
 with filters and every aggregate), 2,000 members; 32 concurrent clients against 2 API
 processes send purchases with fresh idempotency keys. Prints one JSON line: events per
-second, p50/p99 latency, errors, and how many quest completions the run produced.
+second, p50/p99 latency, errors, how many quest completions the run produced, and
+``{ __typename }`` through the same API (``calibration_typename_rps``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import connect, emit, load, running_api, scratch_servers
+from bench.harness import calibrate, connect, emit, load, running_api, scratch_servers
 from members.service import register_member
 from quests.definitions import QuestInput, upsert_quest
 from server.auth import issue_token
@@ -100,8 +101,10 @@ def main() -> None:
         with running_api(servers, workers=2, QUESTLINE_JWT_SECRET=secret) as base:
             load(base, requests, connections=32, seconds=2)  # warm-up
             result = load(base, requests, connections=32, seconds=SECONDS)
+            calibration = calibrate(base)
         figures: dict[str, object] = {"quests": 20, "members": MEMBERS}
         figures.update(result.figures("events"))
+        figures.update(calibration)
         figures["quest_completions"] = asyncio.run(completions(servers.database_url))
         emit(figures)
 

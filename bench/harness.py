@@ -249,6 +249,19 @@ def load(
     return asyncio.run(_python_load(base_url, requests, connections, seconds, timeout_s))
 
 
+def calibrate(base_url: str, seconds: int = 5) -> dict[str, float]:
+    """``{ __typename }`` through the same API in the same run: the whole stack answering a
+    query that does no work. The machine's speed drifts; read a run's other figures against
+    this one (``calibration_typename_rps`` and ``_p99_ms``)."""
+    trivial: list[Request] = [(None, {"query": "{ __typename }"})]
+    load(base_url, trivial, connections=32, seconds=1)  # warm-up
+    result = load(base_url, trivial, connections=32, seconds=seconds)
+    return {
+        "calibration_typename_rps": round(result.requests_per_s),
+        "calibration_typename_p99_ms": round(result.p99_ms, 1),
+    }
+
+
 def _wrk(
     base_url: str,
     requests: Sequence[Request],

@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import connect, emit, load, running_api, scratch_servers
+from bench.harness import calibrate, connect, emit, load, running_api, scratch_servers
 from server.auth import issue_token
 from server.settings import Settings
 
@@ -168,12 +168,7 @@ def main() -> None:
             # address; it is switched off to measure the boards themselves.
             api_env = {"QUESTLINE_JWT_SECRET": secret, "QUESTLINE_RATE_LIMIT_ENABLED": "false"}
             with running_api(servers, workers=2, **api_env) as base:
-                # calibration: the same stack answering a query that does no work at all
-                trivial = [(None, {"query": "{ __typename }"})]
-                load(base, trivial, connections=32, seconds=2)
-                calibration = load(base, trivial, connections=32, seconds=SECONDS)
-                figures["calibration_typename_rps"] = round(calibration.requests_per_s)
-                figures["calibration_typename_p99_ms"] = round(calibration.p99_ms, 1)
+                figures.update(calibrate(base, seconds=SECONDS))
                 load(base, top, connections=32, seconds=2)  # warm-up
                 figures.update(load(base, top, connections=32, seconds=SECONDS).figures("top10"))
                 # steady state: every member's view asked for at least once per API process

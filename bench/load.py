@@ -73,6 +73,7 @@ RECORD = """mutation($input: RecordEventInput!) { recordEvent(input: $input) {
 REDEEM = """mutation($input: RedeemInput!) { redeem(input: $input) {
   redemption { id } errors { code } } }"""
 
+
 def run_op(base: str, requests: Sequence[Request], connections: int, seconds: int) -> LoadResult:
     """One operation's load: a single wrk thread, so its body list is walked once, in order."""
     return load(base, requests, connections=connections, seconds=seconds, threads=1, timeout_s=10)

@@ -5,7 +5,8 @@
 Prints one JSON line: seconds for ``members.evaluate_tiers`` and ``members.scan_inactivity``
 over ``members`` members (every member due for retention, set-based batches), and the
 requests per second and latency of ``me { tier tierProgress lifecycleStage }`` with 32
-concurrent clients against 2 API processes.
+concurrent clients against 2 API processes, and ``{ __typename }`` through the same API
+(``calibration_typename_rps``: read the other figures against it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import connect, emit, load, running_api, scratch_servers
+from bench.harness import calibrate, connect, emit, load, running_api, scratch_servers
 from members.tasks import run_evaluate_tiers, run_scan_inactivity
 from server.auth import issue_token
 from server.runtime import Runtime
@@ -96,6 +97,7 @@ def main() -> None:
             # warm-up: every member's token seen (and verified) once by each API process
             load(base, requests, connections=32, seconds=6)
             figures.update(load(base, requests, connections=32, seconds=SECONDS).figures("me"))
+            figures.update(calibrate(base))
         emit(figures)
 
 

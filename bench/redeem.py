@@ -15,7 +15,8 @@ a per-run prefix so a later run never replays an earlier run's keys):
   (``drop_consistent``), and ``oversold`` counts redemptions beyond the stock (must be 0).
 
 Then ``ledger verify`` runs over everything. Prints one JSON line. Figures depend on the
-machine and on whatever else runs on it (``cpus`` says how many it had).
+machine and on whatever else runs on it (``cpus`` says how many it had; the run's
+``calibration_typename_rps``, ``{ __typename }`` through the same API, how fast it was).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import connect, emit, load, running_api, scratch_servers
+from bench.harness import calibrate, connect, emit, load, running_api, scratch_servers
 from ledger.service import post_batch
 from ledger.types import BatchGrant
 from ledger.verify import verify_database_url
@@ -138,6 +139,7 @@ def main() -> None:
             figures["drop_stock_left"] = state["stock"]
             figures["drop_consistent"] = state["sold"] + state["stock"] == DROP_STOCK
             figures["oversold"] = max(0, state["sold"] - DROP_STOCK)
+            figures.update(calibrate(base))
         report = asyncio.run(verify_database_url(servers.database_url))
         figures["ledger_verified"] = report.ok
         emit(figures)
