@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from ledger import service
 from ledger.errors import LedgerError
@@ -95,3 +96,49 @@ async def test_concurrent_batches_over_the_same_members_post_everything_once(
         got = await service.balances_for_members(session, members)
     assert {got[m].available for m in members} == {1 + 2 + 3 + 4}
     assert await account_balance(runtime, "system:issuance:points") == -10 * len(members)
+
+
+async def test_a_key_a_concurrent_batch_commits_first_is_a_coded_conflict(
+    runtime: Runtime,
+) -> None:
+    """Two imports use one idempotency key for different members: the second passes the
+    checks while the first is uncommitted, then waits on the key's index entry; once the
+    first commits it is refused with CONFLICT and writes nothing (a retry would then get
+    IDEMPOTENCY_CONFLICT)."""
+    first_member, second_member = await create_members(runtime, 2)
+
+    async def blocked_on_a_lock() -> bool:
+        async with runtime.transaction() as session:
+            waiting = await session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        return bool(waiting)
+
+    async with runtime.transaction() as first:
+        await service.post_batch(first, [BatchGrant(first_member, 5, "shared-key")])
+        second = asyncio.create_task(
+            run(
+                runtime,
+                lambda s: service.post_batch(s, [BatchGrant(second_member, 7, "shared-key")]),
+            )
+        )
+        for _ in range(200):
+            if await blocked_on_a_lock():
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the second batch never waited for the first")
+    with pytest.raises(LedgerError) as refused:
+        await second
+    assert refused.value.code == "CONFLICT"
+    async with runtime.transaction() as session:
+        got = await service.balances_for_members(session, [first_member, second_member])
+    assert (got[first_member].available, got[second_member].available) == (5, 0)
+    with pytest.raises(LedgerError) as retried:
+        await run(
+            runtime, lambda s: service.post_batch(s, [BatchGrant(second_member, 7, "shared-key")])
+        )
+    assert retried.value.code == "IDEMPOTENCY_CONFLICT"
