@@ -54,6 +54,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy $(LINT_PATHS)
 
 test: $(STAMP)

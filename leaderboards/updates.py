@@ -279,9 +279,7 @@ async def on_points_moved(batch: list[signals.Signal]) -> None:
     if look_up:
         try:
             async with read_session(runtime) as session:
-                rows = await session.execute(
-                    MEMBER_POSTINGS_SQL, {"transactions": list(look_up)}
-                )
+                rows = await session.execute(MEMBER_POSTINGS_SQL, {"transactions": list(look_up)})
                 changes += [(m, c, int(a), t, look_up[t]) for m, c, t, a in rows]
         except (SQLAlchemyError, OSError) as error:  # best effort, like every live update
             log.warning("balance updates not published: database unavailable", error=str(error))

@@ -179,18 +179,37 @@ def _group_alive(child: Child) -> bool:
 
 def api_command(host: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "uvicorn", "server.app:create_app", "--factory",
-        "--host", host, "--port", str(port),
-        "--timeout-graceful-shutdown", "5",  # open subscriptions must not hold the shutdown
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "server.app:create_app",
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--timeout-graceful-shutdown",
+        "5",  # open subscriptions must not hold the shutdown
     ]
 
 
-def worker_command(processes: int = 1, threads: int = 8, shutdown_timeout_ms: int = 600_000,
-                   queues: Sequence[str] = ()) -> list[str]:
+def worker_command(
+    processes: int = 1,
+    threads: int = 8,
+    shutdown_timeout_ms: int = 600_000,
+    queues: Sequence[str] = (),
+) -> list[str]:
     argv = [
-        sys.executable, "-m", "dramatiq", "server.tasks_entry",
-        "--processes", str(processes), "--threads", str(threads),
-        "--worker-shutdown-timeout", str(shutdown_timeout_ms),
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "server.tasks_entry",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+        "--worker-shutdown-timeout",
+        str(shutdown_timeout_ms),
     ]
     if queues:
         argv += ["--queues", *queues]
@@ -250,21 +269,27 @@ def run_dev(urls: ServiceUrls, *, host: str, port: int, seed: Callable[[], Any])
     supervisor = Supervisor(env)
     try:
         api = supervisor.start("api", api_command(host, port))
-        supervisor.start("worker", worker_command(processes=1, threads=4,
-                                                  shutdown_timeout_ms=5_000))
+        supervisor.start(
+            "worker", worker_command(processes=1, threads=4, shutdown_timeout_ms=5_000)
+        )
         supervisor.start("scheduler", scheduler_command())
         if wait_until_ready(f"http://{host}:{port}/readyz", api):
             print(banner(host, port), flush=True)
         elif api.process.poll() is None:
-            print(f"The API does not answer /readyz yet; still waiting on {host}:{port}.",
-                  flush=True)
+            print(
+                f"The API does not answer /readyz yet; still waiting on {host}:{port}.", flush=True
+            )
         try:
             stopped = supervisor.wait()
         except StopRequested:
             print("\nStopping Questline...", flush=True)
             return 0
-        print(f"The {stopped.name} process exited with code {stopped.process.returncode}; "
-              "stopping everything.", file=sys.stderr, flush=True)
+        print(
+            f"The {stopped.name} process exited with code {stopped.process.returncode}; "
+            "stopping everything.",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     finally:
         supervisor.stop_all()

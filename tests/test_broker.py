@@ -118,8 +118,14 @@ async def roundtrip_through_a_worker(
     """Start ``questline worker`` with ``env``, enqueue ``system.ping``, wait for its effect."""
     questline = Path(sys.executable).parent / "questline"
     worker = await asyncio.create_subprocess_exec(
-        str(questline), "worker", "--processes", "1", "--threads", "2",
-        "--shutdown-timeout", "5",
+        str(questline),
+        "worker",
+        "--processes",
+        "1",
+        "--threads",
+        "2",
+        "--shutdown-timeout",
+        "5",
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -29,8 +29,17 @@ def first_line(text: str) -> str:
 def test_help_lists_every_command() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0, result.output
-    for command in ("dev", "serve", "worker", "scheduler", "migrate", "seed-demo", "token",
-                    "apikey", "ledger"):
+    for command in (
+        "dev",
+        "serve",
+        "worker",
+        "scheduler",
+        "migrate",
+        "seed-demo",
+        "token",
+        "apikey",
+        "ledger",
+    ):
         assert command in result.output
 
 
@@ -96,8 +105,10 @@ def seed_report(stdout: str) -> dict[str, int]:
     """``Demo program loaded (created tiers: 3, members: 6, ledger: 10).`` as a dict."""
     match = re.search(r"created (.*)\)", stdout)
     assert match, stdout
-    return {name: int(count) for name, count in
-            (part.split(": ") for part in match.group(1).split(", "))}
+    return {
+        name: int(count)
+        for name, count in (part.split(": ") for part in match.group(1).split(", "))
+    }
 
 
 def test_seed_demo_twice_creates_nothing_twice(database_url: str) -> None:

@@ -26,9 +26,7 @@ import pytest
 
 from server.dev import Supervisor
 
-LINUX_PROC = pytest.mark.skipif(
-    not Path("/proc/self/environ").exists(), reason="needs Linux /proc"
-)
+LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
 
 READY_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
@@ -155,7 +153,11 @@ def test_dev_serves_and_leaves_no_process_behind(workdir: Path) -> None:
         # The demo program was loaded: a member token for "alice" reads her own member.
         token = subprocess.run(
             [questline_command(), "token", "--member", "alice"],
-            cwd=workdir, env=env, capture_output=True, text=True, check=True,
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         me = httpx.post(
             f"{base}/graphql",

@@ -178,5 +178,5 @@ async def test_admin_xp_grant_upgrades_tier(runtime: Runtime, api: object) -> No
              reason: "migration", idempotencyKey: "xp-import-1"}) { errors { code } } }"""
     )
     assert result.data["grantPoints"]["errors"] == []
-    me = await api.as_member("granted", "{ me { tier { key } balance(currency: \"xp\") } }")
+    me = await api.as_member("granted", '{ me { tier { key } balance(currency: "xp") } }')
     assert me.data["me"] == {"tier": {"key": "silver"}, "balance": 600}
