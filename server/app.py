@@ -44,8 +44,10 @@ PLAIN_OPERATIONS = frozenset({OperationType.QUERY, OperationType.MUTATION})
 class QuestlineGraphQL(GraphQL[Context, None]):
     """strawberry's ASGI app with our context, authentication and JSON encoding."""
 
-    def encode_json(self, data: object) -> bytes:
-        return encode_json(data)
+    def encode_json(self, data: object) -> str:
+        # A str, not bytes: strawberry sends bytes over a WebSocket as a binary frame, and
+        # graphql-transport-ws clients (a browser's graphql-ws among them) read text only.
+        return encode_json(data).decode()
 
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
         runtime: Runtime = request.app.state.runtime

@@ -55,7 +55,7 @@ async def open_session(url: str, token: str | None) -> ClientConnection:
     ws = await connect(url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
     payload = {"Authorization": f"Bearer {token}"} if token else {}
     await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
-    ack = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+    ack = json.loads(await text_frame(ws))
     assert ack["type"] == "connection_ack", ack
     return ws
 
@@ -74,9 +74,17 @@ async def subscribe(
     )
 
 
+async def text_frame(ws: ClientConnection) -> str:
+    """The next message, which must be a text frame: graphql-transport-ws clients (a
+    browser's graphql-ws among them) parse text frames only."""
+    raw = await asyncio.wait_for(ws.recv(), TIMEOUT)
+    assert isinstance(raw, str), f"a binary frame: {raw[:80]!r}"
+    return raw
+
+
 async def receive(ws: ClientConnection) -> dict[str, Any]:
     while True:
-        message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        message: dict[str, Any] = json.loads(await text_frame(ws))
         if message["type"] not in ("ping", "pong"):
             return message
 
