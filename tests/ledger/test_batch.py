@@ -113,6 +113,7 @@ async def test_a_key_a_concurrent_batch_commits_first_is_a_coded_conflict(
                 text(
                     "SELECT count(*) FROM pg_stat_activity"
                     " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    " AND query LIKE '%ledger_post_batch%'"
                 )
             )
         return bool(waiting)
