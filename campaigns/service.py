@@ -39,7 +39,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from campaigns.models import Campaign
-from members.tiers import list_tiers, require_tier
+from members.tiers import cached_tiers, list_tiers, require_tier
 from members.validation import validate_key
 from server.cache import TTLCache
 from server.errors import invalid
@@ -188,6 +188,12 @@ async def matching_campaigns(
     if not any(rule.min_tier_id is not None for rule in candidates):
         return candidates
     ranks = {tier.id: tier.rank for tier in await list_tiers(session)}
+    return _tier_allows(candidates, tier_rank, ranks)
+
+
+def _tier_allows(
+    candidates: list[CampaignRule], tier_rank: int | None, ranks: dict[int, int]
+) -> list[CampaignRule]:
     return [
         rule
         for rule in candidates
@@ -198,6 +204,24 @@ async def matching_campaigns(
             and tier_rank >= ranks[rule.min_tier_id]
         )
     ]
+
+
+def cached_campaign_multiplier(
+    *, event_type: str | None, tier_rank: int | None, at: datetime
+) -> Decimal | None:
+    """:func:`campaign_multiplier` from this process's caches alone (no session): None when
+    they do not hold what it needs (the campaigns, or the tiers a campaign's minimum needs)."""
+    cached = _rules_cache.get("rules")
+    at = _aware(at)
+    if cached is None or at < cached[0]:
+        return None
+    candidates = [rule for rule in cached[1] if rule.applies(event_type, at)]
+    if any(rule.min_tier_id is not None for rule in candidates):
+        tiers = cached_tiers()
+        if tiers is None:
+            return None
+        candidates = _tier_allows(candidates, tier_rank, {t.id: t.rank for t in tiers})
+    return math.prod((rule.multiplier for rule in candidates), start=ONE)
 
 
 async def campaign_multiplier(

@@ -142,6 +142,22 @@ EXPIRED = "points.expired"
 MOVED = "points.moved"
 
 
+def credited(
+    target: signals.Target, member_id: int, currency: str, amount: int, kind: str, posted: Posted
+) -> None:
+    """Announce (``CREDITED``) a new credit of a member's available balance from issuance."""
+    signals.emit(
+        target,
+        CREDITED,
+        member_id=member_id,
+        currency=currency,
+        amount=amount,
+        kind=kind,
+        transaction_id=posted.transaction_id,
+        at=posted.created_at,
+    )
+
+
 def _posted(row: Any, *, not_found_field: str | None = None) -> Posted:
     status = row["o_status"]
     if status == "ok":
@@ -205,16 +221,7 @@ async def grant(
     )
     posted = _posted(row)
     if not posted.replayed:
-        signals.emit(
-            session,
-            CREDITED,
-            member_id=member_id,
-            currency=currency,
-            amount=amount,
-            kind=kind,
-            transaction_id=posted.transaction_id,
-            at=posted.created_at,
-        )
+        credited(session, member_id, currency, amount, kind, posted)
     return posted
 
 
@@ -641,14 +648,5 @@ async def post_batch(
     ]
     for entry, result in zip(entries, posted, strict=True):
         if not result.replayed:
-            signals.emit(
-                session,
-                CREDITED,
-                member_id=entry.member_id,
-                currency=entry.currency,
-                amount=entry.amount,
-                kind=kind,
-                transaction_id=result.transaction_id,
-                at=result.created_at,
-            )
+            credited(session, entry.member_id, entry.currency, entry.amount, kind, result)
     return posted

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -20,32 +20,27 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from members.models import Tier
-from members.program import Program, cached_program, get_program
+from members.program import Program, get_program
 from members.service import require_active
-from members.tiers import cached_tiers, list_tiers
+from members.tiers import list_tiers
 from quests.definitions import (
     QuestDef,
     active_quests_by_event_type,
-    cached_quest_index,
     validate_event_type,
 )
 from quests.filters import matches
 from quests.models import Event
 from quests.periods import Period, period_for
 from quests.progress import (
-    ADVANCE_SQL,
     Advance,
     ProgressUpdate,
     advance_all,
-    advance_arguments,
-    progress_updates,
 )
 from quests.rewards import KnownTier, grant_rewards
 from referrals.service import on_member_event
 from server import rawsql, signals
 from server.awards import Award, AwardKind
-from server.errors import DomainError, ErrorCode, invalid, not_found, violates_unique
-from server.rawsql import Autocommit
+from server.errors import DomainError, ErrorCode, invalid, not_found
 
 MAX_PAST = timedelta(days=7)  # offline clients may report late, not later than this
 MAX_SKEW = timedelta(minutes=5)  # clocks differ: a little "future" is tolerated
@@ -71,7 +66,9 @@ class EventOutcome:
     updates: dict[int, ProgressUpdate] = field(default_factory=dict)
 
 
-def _input_hash(event_type: str, properties: dict[str, Any], occurred_at: datetime | None) -> str:
+def event_input_hash(
+    event_type: str, properties: dict[str, Any], occurred_at: datetime | None
+) -> str:
     canonical = json.dumps(
         [event_type, properties, occurred_at.isoformat() if occurred_at else None],
         sort_keys=True,
@@ -184,17 +181,6 @@ WITH touched AS (
 UPDATE events SET result = $4::jsonb WHERE id = $1
 """
 
-# Completed periods keep the rewards their quests had (one statement for every quest the
-# event completed, no ORM round trip); with auto-claim a row is claimed at once.
-FREEZE_REWARDS_SQL = """
-UPDATE quest_progress AS qp
-SET rewards = f.rewards::jsonb,
-    status = CASE WHEN f.auto_claim THEN 'CLAIMED' ELSE qp.status END,
-    claimed_at = CASE WHEN f.auto_claim THEN $4::timestamptz ELSE qp.claimed_at END
-FROM unnest($1::bigint[], $2::text[], $3::boolean[]) AS f(id, rewards, auto_claim)
-WHERE qp.id = f.id
-"""
-
 
 async def record_event(
     session: AsyncSession,
@@ -207,7 +193,7 @@ async def record_event(
     now: datetime,
 ) -> EventOutcome:
     props, moment = validate_event(event_type, properties, occurred_at, idempotency_key, now)
-    digest = _input_hash(event_type, props, occurred_at)
+    digest = event_input_hash(event_type, props, occurred_at)
     row = await rawsql.fetchrow(
         session,
         STORE_EVENT_SQL,
@@ -238,104 +224,7 @@ async def record_event(
         "awarded": awards_to_json(outcome.awarded),
     }
     await rawsql.execute(session, FINISH_EVENT_SQL, event_id, member.id, moment, json.dumps(result))
-    _announce(session, member.id, outcome)
-    return outcome
-
-
-# The one-statement form of an event (``record_event_at_once``): the quests advanced, the event
-# stored with its answer, the member's activity. $1 member, $2 NULL (no completion here), $3
-# now, $4-$10 the advances (``ADVANCE_SQL``), $11 type, $12 properties, $13 occurred at,
-# $14 key, $15 input hash. A completion raises QL420 and a key a twin just stored raises
-# 23505: either way the statement wrote nothing.
-MEMBER_FOR_EVENT_SQL = """
-SELECT m.id, m.external_id, m.status, m.timezone, m.tier_id, m.referred_by_id,
-       EXISTS (SELECT 1 FROM events e WHERE e.member_id = m.id AND e.idempotency_key = $2)
-           AS key_used
-FROM members m WHERE m.external_id = $1
-"""
-RECORD_AT_ONCE_SQL = f"""
-WITH advanced AS ({ADVANCE_SQL}
-), completing AS (
-    SELECT quests_completion_needs_transaction() FROM advanced
-    WHERE status <> 'IN_PROGRESS'
-), stored AS (
-    INSERT INTO events (member_id, type, properties, occurred_at, idempotency_key, input_hash,
-                        result)
-    SELECT $1, $11, $12::jsonb, $13, $14, $15,
-           jsonb_build_object(
-               'progressed', coalesce((SELECT jsonb_agg(a.id) FROM advanced a), '[]'::jsonb),
-               'completed', '[]'::jsonb, 'awarded', '[]'::jsonb)
-    WHERE NOT EXISTS (SELECT 1 FROM completing)
-    RETURNING id
-), touched AS (
-    UPDATE members SET last_active_at = $13
-    WHERE id = $1 AND (last_active_at IS NULL OR last_active_at < $13)
-)
-SELECT (SELECT id FROM stored) AS event_id, a.*
-FROM (SELECT 1) AS one LEFT JOIN advanced a ON true
-"""
-NEEDS_TRANSACTION_SQLSTATE = "QL420"
-EVENT_KEY_INDEX = "uq_events_member_id_key"
-
-
-async def record_event_at_once(
-    unit: Autocommit,
-    *,
-    external_id: str,
-    event_type: str,
-    properties: object,
-    occurred_at: datetime | None,
-    idempotency_key: str,
-    now: datetime,
-) -> EventOutcome | None:
-    """``record_event`` for the common event, in one read and ONE writing statement on an
-    autocommit connection: an event that completes no quest, of a member nobody referred,
-    with a new key, while this process has the program, the quests and (if a quest needs
-    them) the tiers cached. Same checks, same rows, same answer. None when the event needs
-    ``record_event`` in a transaction instead; then nothing was written."""
-    props, moment = validate_event(event_type, properties, occurred_at, idempotency_key, now)
-    program, index = cached_program(), cached_quest_index()
-    if program is None or index is None:
-        return None
-    row = await rawsql.fetchrow(unit, MEMBER_FOR_EVENT_SQL, external_id, idempotency_key)
-    if row is None:
-        raise not_found(f"no member with externalId {external_id!r}", "externalId")
-    if row["key_used"] or row["referred_by_id"] is not None:
-        return None  # a replay, or referral rewards to look at: record_event does both
-    member = EventMember.from_row(row)
-    require_active(member)
-    candidates = _matching(index.get(event_type, []), moment, props)
-    tiers = cached_tiers() if _tier_gated(candidates) else []
-    if tiers is None:
-        return None
-    advances = _advances(candidates, member, moment, props, program, tiers)
-    try:
-        rows = await rawsql.fetch(
-            unit,
-            RECORD_AT_ONCE_SQL,
-            member.id,
-            None,
-            now,
-            *advance_arguments(advances),
-            event_type,
-            json.dumps(props),
-            moment,
-            idempotency_key,
-            _input_hash(event_type, props, occurred_at),
-        )
-    except Exception as error:
-        if getattr(error, "sqlstate", None) == NEEDS_TRANSACTION_SQLSTATE or violates_unique(
-            error, EVENT_KEY_INDEX
-        ):
-            return None
-        raise
-    event_id: int = rows[0]["event_id"]
-    updates = progress_updates([r for r in rows if r["id"] is not None], advances)
-    outcome = EventOutcome(event=StoredEvent(event_id, event_type, moment))
-    for progress in updates:
-        outcome.progressed.append(progress.progress_id)
-        outcome.updates[progress.progress_id] = progress
-    _announce(unit, member.id, outcome)
+    announce(session, member.id, outcome)
     return outcome
 
 
@@ -348,19 +237,16 @@ async def _progress_quests(
     now: datetime,
 ) -> None:
     moment = outcome.event.occurred_at
-    candidates = _matching(
+    candidates = matching_quests(
         (await active_quests_by_event_type(session)).get(outcome.event.type, []),
         moment,
         properties,
     )
-    tiers = await list_tiers(session) if _tier_gated(candidates) else []
-    advances = _advances(candidates, member, moment, properties, program, tiers)
+    tiers = await list_tiers(session) if tier_gated(candidates) else []
+    advances = advances_for(candidates, member, moment, properties, program, tiers)
     updates = await advance_all(
         session, member_id=member.id, advances=advances, event_id=outcome.event.id, now=now
     )
-    completed = [progress for progress in updates if progress.completed_now]
-    if completed:
-        await freeze_rewards(session, completed, now)
     known = KnownTier(member.tier_id)  # as read with the event: no re-read per reward
     for progress in updates:
         outcome.progressed.append(progress.progress_id)
@@ -368,11 +254,10 @@ async def _progress_quests(
             outcome.completed.append(progress.progress_id)
             if progress.quest.auto_claim:
                 outcome.awarded += await claim(session, member.id, progress, program, now, known)
-                progress = replace(progress, status="CLAIMED")
         outcome.updates[progress.progress_id] = progress
 
 
-def _announce(target: signals.Target, member_id: int, outcome: EventOutcome) -> None:
+def announce(target: signals.Target, member_id: int, outcome: EventOutcome) -> None:
     """EVENT_RECORDED, delivered once the event is durable."""
     event = outcome.event
     signals.emit(
@@ -386,18 +271,18 @@ def _announce(target: signals.Target, member_id: int, outcome: EventOutcome) -> 
     )
 
 
-def _matching(
+def matching_quests(
     quests: list[QuestDef], moment: datetime, properties: dict[str, Any]
 ) -> list[QuestDef]:
     """The quests of the event's type that are open at its time and whose filter it meets."""
     return [q for q in quests if q.open_at(moment) and matches(q.filter, properties)]
 
 
-def _tier_gated(quests: list[QuestDef]) -> bool:
+def tier_gated(quests: list[QuestDef]) -> bool:
     return any(q.min_tier_rank is not None for q in quests)
 
 
-def _advances(
+def advances_for(
     candidates: list[QuestDef],
     member: EventMember,
     moment: datetime,
@@ -407,7 +292,7 @@ def _advances(
 ) -> list[Advance]:
     """What the event adds to each matching quest the member's tier opens, in the period of
     the event's local time (``tiers``: every tier, needed when a quest has a minimum)."""
-    if _tier_gated(candidates):
+    if tier_gated(candidates):
         rank = next((t.rank for t in tiers if t.id == member.tier_id), None)
         candidates = [
             q
@@ -425,21 +310,6 @@ def _advances(
                 period = periods[quest.cadence] = period_for(quest.cadence, moment, timezone)
             advances.append(Advance(quest, period, amount))
     return advances
-
-
-async def freeze_rewards(
-    session: AsyncSession, completed: list[ProgressUpdate], now: datetime
-) -> None:
-    """Keep each completed quest's rewards on its progress row (editing the quest later
-    changes nothing granted or claimable); auto-claim quests are marked claimed."""
-    await rawsql.execute(
-        session,
-        FREEZE_REWARDS_SQL,
-        [progress.progress_id for progress in completed],
-        [progress.quest.rewards_json for progress in completed],
-        [progress.quest.auto_claim for progress in completed],
-        now,
-    )
 
 
 async def claim(

@@ -36,34 +36,59 @@ _NEXT = (
     "quest_next_progress(qp.aggregate, qp.progress, qp.days, qp.last_day,"
     " EXCLUDED.progress, EXCLUDED.last_day)"
 )
-ADVANCE_SQL = f"""
+# A row that completes keeps the rewards its quest has at that moment (editing the quest later
+# changes nothing granted or claimable); an auto-claim quest's row is claimed at once (its
+# rewards are granted in the same transaction). The update finds its quest's rewards in the
+# statement's own arrays ($4 quest ids, $11 rewards, $12 auto-claim).
+_QUEST_OF_ROW = (
+    "FROM unnest($4::bigint[], $11::text[], $12::boolean[]) AS x(quest_id, rewards, auto)"
+)
+_COMPLETES = f"{_NEXT} >= qp.target"
+_ROW_AUTO = f"(SELECT x.auto {_QUEST_OF_ROW} WHERE x.quest_id = qp.quest_id)"
+
+
+def advance_sql(event_id: str = "$2::bigint") -> str:
+    """The upsert of every matched quest's progress row, returning the rows it changed.
+    $1 member, $3 now, $4-$12 the advances (``advance_arguments``); ``event_id``: the SQL of
+    the event's id (by default the parameter $2), kept on a row the event completes."""
+    return f"""
     INSERT INTO quest_progress AS qp (
         member_id, quest_id, period_start, period_end, aggregate, progress, target, days,
-        last_day, status, completed_by_event_id, completed_at, updated_at)
+        last_day, status, completed_by_event_id, completed_at, updated_at, rewards, claimed_at)
     SELECT $1::bigint, e.quest_id, e.period_start, e.period_end, e.aggregate,
            e.amount, e.target, ARRAY[e.day], e.day,
-           CASE WHEN e.amount >= e.target THEN 'COMPLETED' ELSE 'IN_PROGRESS' END,
-           CASE WHEN e.amount >= e.target THEN $2::bigint END,
+           CASE WHEN e.amount < e.target THEN 'IN_PROGRESS'
+                WHEN e.auto THEN 'CLAIMED' ELSE 'COMPLETED' END,
+           CASE WHEN e.amount >= e.target THEN {event_id} END,
            CASE WHEN e.amount >= e.target THEN $3::timestamptz END,
-           $3::timestamptz
+           $3::timestamptz,
+           CASE WHEN e.amount >= e.target THEN e.rewards::jsonb END,
+           CASE WHEN e.amount >= e.target AND e.auto THEN $3::timestamptz END
     FROM unnest($4::bigint[], $5::timestamptz[],
                 $6::timestamptz[], $7::text[],
                 $8::bigint[], $9::numeric[],
-                $10::date[])
-         AS e(quest_id, period_start, period_end, aggregate, target, amount, day)
+                $10::date[], $11::text[], $12::boolean[])
+         AS e(quest_id, period_start, period_end, aggregate, target, amount, day, rewards, auto)
     ON CONFLICT (member_id, quest_id, period_start) DO UPDATE SET
         progress = {_NEXT},
         days = CASE WHEN EXCLUDED.last_day = ANY(qp.days) THEN qp.days
                     ELSE qp.days || EXCLUDED.last_day END,
         last_day = greatest(qp.last_day, EXCLUDED.last_day),
-        status = CASE WHEN {_NEXT} >= qp.target THEN 'COMPLETED' ELSE 'IN_PROGRESS' END,
-        completed_by_event_id = CASE WHEN {_NEXT} >= qp.target
-                                     THEN $2::bigint END,
-        completed_at = CASE WHEN {_NEXT} >= qp.target THEN $3::timestamptz END,
-        updated_at = $3::timestamptz
+        status = CASE WHEN NOT {_COMPLETES} THEN 'IN_PROGRESS'
+                      WHEN {_ROW_AUTO} THEN 'CLAIMED' ELSE 'COMPLETED' END,
+        completed_by_event_id = CASE WHEN {_COMPLETES} THEN {event_id} END,
+        completed_at = CASE WHEN {_COMPLETES} THEN $3::timestamptz END,
+        updated_at = $3::timestamptz,
+        rewards = CASE WHEN {_COMPLETES}
+                       THEN (SELECT x.rewards::jsonb {_QUEST_OF_ROW}
+                             WHERE x.quest_id = qp.quest_id) END,
+        claimed_at = CASE WHEN {_COMPLETES} AND {_ROW_AUTO} THEN $3::timestamptz END
     WHERE qp.status = 'IN_PROGRESS'
     RETURNING id, quest_id, progress, target, status, period_start, period_end
     """
+
+
+ADVANCE_SQL = advance_sql()
 
 
 @dataclass(frozen=True)
@@ -111,7 +136,7 @@ async def advance_all(
 
 
 def advance_arguments(advances: Sequence[Advance]) -> tuple[list[Any], ...]:
-    """``ADVANCE_SQL``'s arrays ($4 to $10), one element per advance."""
+    """``ADVANCE_SQL``'s arrays ($4 to $12), one element per advance."""
     return (
         [a.quest.id for a in advances],
         [a.period.start for a in advances],
@@ -120,6 +145,8 @@ def advance_arguments(advances: Sequence[Advance]) -> tuple[list[Any], ...]:
         [a.quest.target for a in advances],
         [a.amount for a in advances],
         [a.period.local_day for a in advances],
+        [a.quest.rewards_json for a in advances],
+        [a.quest.auto_claim for a in advances],
     )
 
 

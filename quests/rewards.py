@@ -18,12 +18,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from badges.service import award_badge, grant_title
-from campaigns.service import campaign_multiplier
+from campaigns.service import cached_campaign_multiplier, campaign_multiplier
 from ledger import service as ledger
 from members.models import Member, Tier
 from members.program import Program
 from members.rewards import after_xp_credit
-from members.tiers import apply_multiplier, list_tiers
+from members.tiers import apply_multiplier, cached_tiers, list_tiers
 from server.awards import Award, points
 from server.errors import DomainError
 
@@ -54,6 +54,24 @@ async def points_multiplier(
         session, event_type=event_type, tier_rank=tier[1] if tier else None, at=at
     )
     return tier_multiplier * campaigns
+
+
+def cached_points_multiplier(
+    tier_id: int | None, event_type: str | None, at: datetime
+) -> Decimal | None:
+    """:func:`points_multiplier` for a member of tier ``tier_id``, from this process's caches
+    alone (no session): None when they do not hold what it needs."""
+    tier = None
+    if tier_id is not None:
+        tier = next((t for t in cached_tiers() or [] if t.id == tier_id), None)
+        if tier is None:
+            return None
+    campaigns = cached_campaign_multiplier(
+        event_type=event_type, tier_rank=tier.rank if tier else None, at=at
+    )
+    if campaigns is None:
+        return None
+    return (tier.points_multiplier if tier else Decimal(1)) * campaigns
 
 
 async def _tier_of(

@@ -15,18 +15,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from ledger.service import CREDITED
 from members.program import get_program
 from members.service import require_member
 from quests import checkin, definitions
 from quests import events as event_service
 from quests import service as quest_service
 from quests.definitions import QuestDef
+from quests.event_at_once import record_event_at_once
 from quests.models import Quest as QuestModel
 from quests.models import QuestProgress as ProgressModel
 from schema.awards import Award, awards_from_values
 from schema.errors import UserError
 from schema.mutations import run_as_one_statement, run_in_transaction
 from schema.permissions import IsAdmin, IsAdminOrEvents, IsMember, require_member_external_id
+from server import signals
 from server.rawsql import Autocommit
 
 
@@ -418,7 +421,8 @@ class QuestMutations:
             }
 
         async def at_once(unit: Autocommit) -> RecordEventPayload | None:
-            outcome = await event_service.record_event_at_once(unit, **arguments)
+            may_credit = CREDITED not in await signals.durable_topics(unit.connection)
+            outcome = await record_event_at_once(unit, may_credit=may_credit, **arguments)
             return None if outcome is None else answer(outcome, updated(outcome))
 
         async def work(session: AsyncSession) -> RecordEventPayload:

@@ -1,5 +1,5 @@
 """``quests_completion_needs_transaction()``: raised (SQLSTATE ``QL420``) by the one-statement
-form of ``recordEvent`` (``quests.events.record_event_at_once``) when the event completes a
+form of ``recordEvent`` (``quests.event_at_once.record_event_at_once``) when the event completes a
 quest. A completion grants rewards, which take more statements in one transaction, so the
 statement undoes itself and the caller records the event in a transaction instead.
 

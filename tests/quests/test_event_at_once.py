@@ -1,6 +1,7 @@
-"""``recordEvent`` in one statement (``quests.events.record_event_at_once``): an event that
-completes nothing is one read and one writing statement without BEGIN or COMMIT; everything
-else falls back to the transaction, with nothing written twice."""
+"""``recordEvent`` in one statement (``quests.event_at_once.record_event_at_once``): an event that
+completes nothing is one read and one writing statement without BEGIN or COMMIT; what the
+statement cannot do falls back to the transaction, with nothing written twice (completions:
+test_event_completion_at_once)."""
 
 from __future__ import annotations
 
@@ -63,15 +64,17 @@ async def test_an_event_completing_nothing_is_one_read_and_one_statement(
     assert me["lastActiveAt"] is not None
 
 
-async def test_an_event_completing_a_quest_is_recorded_in_a_transaction(
+async def test_a_completion_before_the_campaigns_are_cached_is_recorded_in_a_transaction(
     api: GraphQLClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Points rewards need the campaigns' multiplier, which this process has not read yet."""
     await api.register("finisher")
     await upsert_quest(api, key="two-visits", cadence="ONCE", eventType="visit", target=2)
     await record(api, "finisher", "visit", "v1")
     sent = record_round_trips(monkeypatch)
     done = await record(api, "finisher", "visit", "v2")
-    # the one statement tried and undid itself, then the transaction recorded the event
+    # the one statement tried and undid itself, then the transaction recorded the event (and
+    # filled the campaigns' cache)
     assert "quests_completion_needs_transaction" in sent[1]
     assert control(sent) == ["BEGIN", "COMMIT"]
     assert [c["quest"]["key"] for c in done["completed"]] == ["two-visits"]
