@@ -1,7 +1,7 @@
 """``recordEvent`` in one read and ONE writing statement (``record_event_at_once``), on an
 autocommit connection: no BEGIN, no COMMIT, no SQLAlchemy session.
 
-The statement advances the quests (``quests.progress.advance_sql``), and for every quest the
+The statement advances the quests (``quests.progress.advance_ctes``), and for every quest the
 event completes it freezes the rewards, claims an auto-claim quest's row and grants its points
 and xp through ``ledger_grant`` (keys, references, memos and input hashes exactly as
 ``quests.rewards.grant_rewards`` would post them), then stores the event with its answer and
@@ -38,7 +38,7 @@ from quests.events import (
     tier_gated,
     validate_event,
 )
-from quests.progress import Advance, advance_arguments, advance_sql, progress_updates
+from quests.progress import Advance, advance_arguments, advance_ctes, progress_updates
 from quests.rewards import cached_points_multiplier
 from server import rawsql
 from server.errors import not_found, violates_unique
@@ -64,8 +64,7 @@ _XP_IN_WINDOW = xp_earned_sql(
 RECORD_AT_ONCE_SQL = f"""
 WITH new_event AS (
     SELECT coalesce($2::bigint, nextval(pg_get_serial_sequence('events', 'id'))) AS id
-), advanced AS ({advance_sql("(SELECT id FROM new_event)")}
-), quest AS (
+), {advance_ctes("(SELECT id FROM new_event)")}, quest AS (
     SELECT * FROM unnest($4::bigint[], $11::text[], $18::text[])
         WITH ORDINALITY AS q(quest_id, rewards, memo, ord)
 ), changed AS (

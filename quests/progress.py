@@ -44,14 +44,23 @@ _QUEST_OF_ROW = (
     "FROM unnest($4::bigint[], $11::text[], $12::boolean[]) AS x(quest_id, rewards, auto)"
 )
 _COMPLETES = f"{_NEXT} >= qp.target"
+# An event changes nothing on a DISTINCT_DAYS or STREAK_DAYS row that already counts its day
+# (the update would rewrite the row as it is): the upsert skips it (see ``advance_ctes``).
+_DAY_ALREADY_COUNTED = (
+    "(qp.aggregate IN ('DISTINCT_DAYS', 'STREAK_DAYS') AND EXCLUDED.last_day = ANY(qp.days))"
+)
 _ROW_AUTO = f"(SELECT x.auto {_QUEST_OF_ROW} WHERE x.quest_id = qp.quest_id)"
 
 
-def advance_sql(event_id: str = "$2::bigint") -> str:
-    """The upsert of every matched quest's progress row, returning the rows it changed.
+def advance_ctes(event_id: str = "$2::bigint") -> str:
+    """Two common table expressions: ``upserted``, the upsert of the matched quests' progress
+    rows, and ``advanced``, every matched quest's row as the event leaves it: the rows the
+    upsert changed, and those of DISTINCT_DAYS and STREAK_DAYS quests that already counted the
+    event's day, which the event does not change and the upsert leaves unwritten (half the
+    rows of a busy member's events, on a program with as many day-based quests as others).
     $1 member, $3 now, $4-$12 the advances (``advance_arguments``); ``event_id``: the SQL of
     the event's id (by default the parameter $2), kept on a row the event completes."""
-    return f"""
+    return f"""upserted AS (
     INSERT INTO quest_progress AS qp (
         member_id, quest_id, period_start, period_end, aggregate, progress, target, days,
         last_day, status, completed_by_event_id, completed_at, updated_at, rewards, claimed_at)
@@ -83,12 +92,22 @@ def advance_sql(event_id: str = "$2::bigint") -> str:
                        THEN (SELECT x.rewards::jsonb {_QUEST_OF_ROW}
                              WHERE x.quest_id = qp.quest_id) END,
         claimed_at = CASE WHEN {_COMPLETES} AND {_ROW_AUTO} THEN $3::timestamptz END
-    WHERE qp.status = 'IN_PROGRESS'
+    WHERE qp.status = 'IN_PROGRESS' AND NOT {_DAY_ALREADY_COUNTED}
     RETURNING id, quest_id, progress, target, status, period_start, period_end
-    """
+), advanced AS (
+    SELECT * FROM upserted
+    UNION ALL
+    SELECT qp.id, qp.quest_id, qp.progress, qp.target, qp.status, qp.period_start,
+           qp.period_end
+    FROM unnest($4::bigint[], $5::timestamptz[], $10::date[]) AS e(quest_id, period_start, day)
+    JOIN quest_progress qp ON qp.member_id = $1::bigint AND qp.quest_id = e.quest_id
+                          AND qp.period_start = e.period_start
+    WHERE qp.status = 'IN_PROGRESS' AND qp.aggregate IN ('DISTINCT_DAYS', 'STREAK_DAYS')
+      AND e.day = ANY(qp.days)
+)"""
 
 
-ADVANCE_SQL = advance_sql()
+ADVANCE_SQL = f"WITH {advance_ctes()} SELECT * FROM advanced"
 
 
 @dataclass(frozen=True)

@@ -185,3 +185,41 @@ async def test_refusals_and_referred_members_in_the_one_statement_path(
     suspended = await record(api, "sleeper", "tap", "t1")
     assert [e["code"] for e in suspended["errors"]] == ["NOT_ELIGIBLE"]
     assert [key for key, _ in await stored(runtime, "sleeper")] == ["warm"]
+
+
+async def test_a_day_already_counted_is_answered_but_not_written_again(
+    api: GraphQLClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second event on the same local day changes nothing on DISTINCT_DAYS and STREAK_DAYS
+    quests: their rows are not rewritten, and both paths still answer them as progressed."""
+
+    async def written() -> list[tuple[str, datetime]]:
+        async with runtime.sessionmaker() as session:
+            rows = await session.execute(
+                text("SELECT aggregate, updated_at FROM quest_progress ORDER BY id")
+            )
+            return [(aggregate, at) for aggregate, at in rows]
+
+    await api.register("regular")
+    await upsert_quest(api, key="three-days", cadence="WEEKLY", eventType="login", target=3,
+                       aggregate="DISTINCT_DAYS")  # fmt: skip
+    await upsert_quest(api, key="streak", cadence="ONCE", eventType="login", target=5,
+                       aggregate="STREAK_DAYS")  # fmt: skip
+    await upsert_quest(api, key="logins", cadence="DAILY", eventType="login", target=9)
+    await record(api, "regular", "login", "l1")  # through the transaction: caches filled
+    before = await written()
+    sent = record_round_trips(monkeypatch)
+    at_once = await record(api, "regular", "login", "l2")
+    assert len(sent) == 2 and control(sent) == [], sent
+    await upsert_quest(api, key="other", cadence="DAILY", eventType="other", target=1)
+    sent.clear()
+    in_transaction = await record(api, "regular", "login", "l3")  # the quests' cache emptied
+    assert control(sent) == ["BEGIN", "COMMIT"], sent
+    for answer, count in ((at_once, 2), (in_transaction, 3)):
+        progress = {p["quest"]["key"]: p["progress"] for p in answer["progressed"]}
+        assert progress == {"three-days": 1, "streak": 1, "logins": count}
+    after = await written()
+    assert [row for row in after if row[0] != "COUNT"] == [r for r in before if r[0] != "COUNT"]
+    assert [row for row in after if row[0] == "COUNT"] != [r for r in before if r[0] == "COUNT"]
+    _, second, third = await stored(runtime, "regular")
+    assert len(second[1]["progressed"]) == len(third[1]["progressed"]) == 3
