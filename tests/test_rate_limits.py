@@ -111,11 +111,17 @@ async def test_gcra_bursts_then_refills_at_the_sustained_rate(runtime: Runtime) 
     assert decisions[-1] is not None and decisions[-1].remaining == 0
     refused = await limiter.hit(key, 60)
     assert refused is not None and not refused.allowed and refused.retry_after == 1
+    emptied = time.monotonic()
     await asyncio.sleep(1.05)  # one request per second from now on
     again = await limiter.hit(key, 60)
     assert again is not None and again.allowed
     after = await limiter.hit(key, 60)
-    assert after is not None and not after.allowed
+    waited = time.monotonic() - emptied
+    assert after is not None
+    if waited < 1.9:
+        assert not after.allowed  # the one request of the second waited came back, no more
+    else:  # the machine stalled (seen in CI on a busy VM): still no more than one a second
+        assert after.remaining <= int(waited)
 
 
 async def test_concurrent_requests_never_exceed_the_limit(runtime: Runtime) -> None:
