@@ -115,3 +115,7 @@ class Context:
                 else:
                     await self._read_session.close()
                 self._read_session = None
+        # The loaders hold the context (their batch functions close over it): dropping them
+        # breaks that cycle, so the request's objects are freed as soon as it ends rather
+        # than by the cyclic garbage collector (a loader still batching keeps working).
+        self._loaders.clear()

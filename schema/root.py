@@ -17,6 +17,7 @@ from schema.badges import BadgeMutations, BadgeQueries
 from schema.campaigns import CampaignMutations, CampaignQueries
 from schema.cost import cost_limit_rule
 from schema.errors import should_mask_error
+from schema.execution import ExecutionContext
 from schema.extensions import RequestPolicy
 from schema.leaderboards import LeaderboardMutations, LeaderboardQueries
 from schema.ledger import LedgerMutations, LedgerQueries
@@ -70,6 +71,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
+        execution_context_class=ExecutionContext,
         extensions=[
             lambda: RequestPolicy(
                 max_tokens=settings.max_tokens,
