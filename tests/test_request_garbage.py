@@ -8,6 +8,7 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from server.runtime import Runtime
 from tests.api import GraphQLClient
 
 ME = """{ me { externalId tier { key } tierProgress { xpNeeded } balance
@@ -57,4 +58,15 @@ async def test_an_event_leaves_no_cycles(api: GraphQLClient) -> None:
     await record(api, "tidy", "tap", "t0")
     with cyclic_garbage() as garbage:
         assert (await record(api, "tidy", "tap", "t1"))["errors"] == []
+    assert server_side(garbage) == []
+
+
+async def test_a_redemption_leaves_no_cycles(api: GraphQLClient, runtime: Runtime) -> None:
+    from tests.redemptions.test_api import member_with_points, redeem, upsert
+
+    await member_with_points(api, runtime, "tidy", 1000)
+    await upsert(api, key="mug", cost=100, stock=10)
+    assert (await redeem(api, "tidy", "mug", "r0"))["errors"] == []
+    with cyclic_garbage() as garbage:
+        assert (await redeem(api, "tidy", "mug", "r1"))["errors"] == []
     assert server_side(garbage) == []
