@@ -183,15 +183,19 @@ async def apply(
         return
     keys, args = add_args(facts)
     pipe = client.pipeline(transaction=False)
-    if facts:
-        pipe.evalsha(ADD.sha, len(keys), *keys, *args)
+    pipe.evalsha(ADD.sha, len(keys), *keys, *args)
     for channel, message in publish:
         pipe.publish(channel, message)
     results = await pipe.execute(raise_on_error=False)
-    if facts and isinstance(results[0], NoScriptError):  # Redis restarted: load, run again
+    if isinstance(results[0], NoScriptError):  # Redis restarted: load, run again
         await client.script_load(ADD.source)
         await client.evalsha(ADD.sha, len(keys), *keys, *args)
         results = results[1:]
+    _raise_first_failure(results)
+
+
+def _raise_first_failure(results: Sequence[object]) -> None:
+    """A pipeline executed with ``raise_on_error=False`` returns its errors: raise the first."""
     for result in results:
         if isinstance(result, Exception):
             raise result
@@ -225,9 +229,7 @@ class Publisher:
         pipe = self.client.pipeline(transaction=False)
         for channel, message in messages:
             pipe.publish(channel, message)
-        for result in await pipe.execute(raise_on_error=False):
-            if isinstance(result, Exception):
-                raise result
+        _raise_first_failure(await pipe.execute(raise_on_error=False))
 
 
 _publishers: weakref.WeakKeyDictionary[aioredis.Redis, Publisher] = weakref.WeakKeyDictionary()
