@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from leaderboards.encoding import MAX_SLOT, SCORE_CAP, TIE_SLOTS, decode
+from server.cache import PerClient
 
 JOURNAL_TTL_SECONDS = 3600
 
@@ -232,15 +232,8 @@ class Publisher:
         _raise_first_failure(await pipe.execute(raise_on_error=False))
 
 
-_publishers: weakref.WeakKeyDictionary[aioredis.Redis, Publisher] = weakref.WeakKeyDictionary()
-
-
-def publisher(client: aioredis.Redis) -> Publisher:
-    """The client's publisher (one per Redis client, so per process and event loop)."""
-    found = _publishers.get(client)
-    if found is None:
-        found = _publishers[client] = Publisher(client)
-    return found
+# The client's publisher (one per Redis client, so per process and event loop).
+publisher: PerClient[aioredis.Redis, Publisher] = PerClient(Publisher)
 
 
 @dataclass(frozen=True)

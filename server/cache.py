@@ -1,10 +1,13 @@
 """Small per-process TTL caches for hot, rarely-changing reads (tiers, program settings,
 API keys). Each process keeps its own copy; a change made elsewhere is seen within the TTL.
-``clear_all()`` empties every cache (tests, after truncating tables)."""
+``clear_all()`` empties every cache (tests, after truncating tables). ``PerClient`` keeps
+one object per Redis client (a rate limiter, a publisher), for as long as the client lives."""
 
 from __future__ import annotations
 
 import time
+import weakref
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -42,3 +45,18 @@ class TTLCache(Generic[K, V]):
 def clear_all() -> None:
     for cache in _caches:
         cache.clear()
+
+
+class PerClient(Generic[K, V]):
+    """One ``V`` per client object (a Redis client: so per Runtime and event loop), made by
+    ``make`` on first use and dropped with the client."""
+
+    def __init__(self, make: Callable[[K], V]) -> None:
+        self._make = make
+        self._made: weakref.WeakKeyDictionary[K, V] = weakref.WeakKeyDictionary()
+
+    def __call__(self, client: K) -> V:
+        found = self._made.get(client)
+        if found is None:
+            found = self._made[client] = self._make(client)
+        return found

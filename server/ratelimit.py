@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import weakref
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -33,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Send
 
 from server.auth import Principal, Role
+from server.cache import PerClient
 from server.settings import Settings
 
 log = structlog.get_logger("questline.ratelimit")
@@ -125,14 +125,7 @@ class RateLimiter:
 
 
 # One limiter per Redis client (that is, per Runtime), made on first use.
-_limiters: weakref.WeakKeyDictionary[aioredis.Redis, RateLimiter] = weakref.WeakKeyDictionary()
-
-
-def limiter_for(client: aioredis.Redis) -> RateLimiter:
-    limiter = _limiters.get(client)
-    if limiter is None:
-        limiter = _limiters[client] = RateLimiter(client)
-    return limiter
+limiter_for: PerClient[aioredis.Redis, RateLimiter] = PerClient(RateLimiter)
 
 
 def client_address(request: Request) -> str:
