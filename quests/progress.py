@@ -44,12 +44,14 @@ _QUEST_OF_ROW = (
     "FROM unnest($4::bigint[], $11::text[], $12::boolean[]) AS x(quest_id, rewards, auto)"
 )
 _COMPLETES = f"{_NEXT} >= qp.target"
-# An event changes nothing on a DISTINCT_DAYS or STREAK_DAYS row that already counts its day
-# (the update would rewrite the row as it is): the upsert skips it (see ``advance_ctes``).
-_DAY_ALREADY_COUNTED = (
-    "(qp.aggregate IN ('DISTINCT_DAYS', 'STREAK_DAYS') AND EXCLUDED.last_day = ANY(qp.days))"
-)
 _ROW_AUTO = f"(SELECT x.auto {_QUEST_OF_ROW} WHERE x.quest_id = qp.quest_id)"
+
+
+def _day_already_counted(day: str) -> str:
+    """An event changes nothing on a DISTINCT_DAYS or STREAK_DAYS row (``qp``) that already
+    counts its ``day`` (SQL): the upsert skips such a row and ``advanced`` reads it back, by
+    this one condition (see ``advance_ctes``)."""
+    return f"(qp.aggregate IN ('DISTINCT_DAYS', 'STREAK_DAYS') AND {day} = ANY(qp.days))"
 
 
 def advance_ctes(event_id: str = "$2::bigint") -> str:
@@ -92,7 +94,7 @@ def advance_ctes(event_id: str = "$2::bigint") -> str:
                        THEN (SELECT x.rewards::jsonb {_QUEST_OF_ROW}
                              WHERE x.quest_id = qp.quest_id) END,
         claimed_at = CASE WHEN {_COMPLETES} AND {_ROW_AUTO} THEN $3::timestamptz END
-    WHERE qp.status = 'IN_PROGRESS' AND NOT {_DAY_ALREADY_COUNTED}
+    WHERE qp.status = 'IN_PROGRESS' AND NOT {_day_already_counted("EXCLUDED.last_day")}
     RETURNING id, quest_id, progress, target, status, period_start, period_end
 ), advanced AS (
     SELECT * FROM upserted
@@ -102,8 +104,7 @@ def advance_ctes(event_id: str = "$2::bigint") -> str:
     FROM unnest($4::bigint[], $5::timestamptz[], $10::date[]) AS e(quest_id, period_start, day)
     JOIN quest_progress qp ON qp.member_id = $1::bigint AND qp.quest_id = e.quest_id
                           AND qp.period_start = e.period_start
-    WHERE qp.status = 'IN_PROGRESS' AND qp.aggregate IN ('DISTINCT_DAYS', 'STREAK_DAYS')
-      AND e.day = ANY(qp.days)
+    WHERE qp.status = 'IN_PROGRESS' AND {_day_already_counted("e.day")}
 )"""
 
 
