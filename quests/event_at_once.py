@@ -39,7 +39,7 @@ from quests.events import (
     validate_event,
 )
 from quests.progress import Advance, advance_arguments, advance_ctes, progress_updates
-from quests.rewards import cached_points_multiplier
+from quests.rewards import cached_points_multiplier, quest_memo
 from server import rawsql
 from server.errors import not_found, violates_unique
 from server.rawsql import Autocommit
@@ -186,7 +186,7 @@ async def record_event_at_once(
             moment,
             idempotency_key,
             event_input_hash(event_type, props, occurred_at),
-            [f"Quest: {a.quest.name}" for a in advances],
+            [quest_memo(a.quest.name) for a in advances],
             multiplier,
             program.points_lifetime_days,
             may_credit,

@@ -36,7 +36,7 @@ from quests.progress import (
     ProgressUpdate,
     advance_all,
 )
-from quests.rewards import KnownTier, grant_rewards
+from quests.rewards import KnownTier, grant_rewards, quest_memo, quest_source_key
 from referrals.service import on_member_event
 from server import rawsql, signals
 from server.awards import Award, AwardKind
@@ -325,12 +325,12 @@ async def claim(
         session,
         member_id=member_id,
         rewards=progress.quest.rewards,
-        source_key=f"quest:{progress.progress_id}",
+        source_key=quest_source_key(progress.progress_id),
         event_type=progress.quest.event_type,
         earned_at=now,
         program=program,
         now=now,
-        memo=f"Quest: {progress.quest.name}",
+        memo=quest_memo(progress.quest.name),
         known_tier=known_tier,
     )
 

@@ -94,6 +94,17 @@ async def _tier_of(
     return (row.points_multiplier, row.rank) if row else None
 
 
+def quest_source_key(progress_id: int) -> str:
+    """A completed quest's rewards: their ledger reference, and with each reward's position
+    their idempotency keys (``quests.event_at_once`` builds the same in SQL)."""
+    return f"quest:{progress_id}"
+
+
+def quest_memo(quest_name: str) -> str:
+    """The memo of a completed quest's reward transactions."""
+    return f"Quest: {quest_name}"
+
+
 async def grant_rewards(
     session: AsyncSession,
     *,

@@ -14,7 +14,7 @@ from members.service import require_active, touch
 from quests.definitions import QuestDef, active_quests_by_event_type, require_quest
 from quests.models import Quest, QuestProgress
 from quests.periods import period_for
-from quests.rewards import grant_rewards
+from quests.rewards import grant_rewards, quest_memo, quest_source_key
 from server.awards import Award
 from server.errors import DomainError, ErrorCode
 
@@ -63,12 +63,12 @@ async def claim_reward(
         session,
         member_id=member.id,
         rewards=progress.rewards or quest.rewards,
-        source_key=f"quest:{progress.id}",
+        source_key=quest_source_key(progress.id),
         event_type=quest.event_type,
         earned_at=progress.completed_at or now,
         program=await get_program(session),
         now=now,
-        memo=f"Quest: {quest.name}",
+        memo=quest_memo(quest.name),
     )
     await touch(session, member.id, now)
     await session.flush()
