@@ -67,7 +67,7 @@ WITH new_event AS (
 ), {advance_ctes("(SELECT id FROM new_event)")}, quest AS (
     SELECT * FROM unnest($4::bigint[], $11::text[], $18::text[])
         WITH ORDINALITY AS q(quest_id, rewards, memo, ord)
-), changed AS (
+), progressed AS (
     SELECT a.id, a.status, q.ord, q.rewards, q.memo
     FROM advanced a JOIN quest q ON q.quest_id = a.quest_id
 ), reward AS (      -- what the auto-claim quests completed now give
@@ -76,7 +76,7 @@ WITH new_event AS (
            CASE WHEN r.item->>'kind' = 'POINTS'
                 THEN floor((r.item->>'amount')::numeric * $19::numeric)::bigint
                 ELSE (r.item->>'amount')::bigint END AS amount
-    FROM changed c CROSS JOIN LATERAL jsonb_array_elements(c.rewards::jsonb)
+    FROM progressed c CROSS JOIN LATERAL jsonb_array_elements(c.rewards::jsonb)
         WITH ORDINALITY AS r(item, idx)
     WHERE c.status = 'CLAIMED'
 ), granted AS (
@@ -108,9 +108,9 @@ WITH new_event AS (
                         input_hash, result)
     SELECT (SELECT id FROM new_event), $1, $13, $14::jsonb, $15, $16, $17,
            jsonb_build_object(
-               'progressed', coalesce((SELECT jsonb_agg(id ORDER BY ord) FROM changed),
+               'progressed', coalesce((SELECT jsonb_agg(id ORDER BY ord) FROM progressed),
                                       '[]'::jsonb),
-               'completed', coalesce((SELECT jsonb_agg(id ORDER BY ord) FROM changed
+               'completed', coalesce((SELECT jsonb_agg(id ORDER BY ord) FROM progressed
                                       WHERE status <> 'IN_PROGRESS'), '[]'::jsonb),
                'awarded', coalesce((SELECT jsonb_agg(jsonb_build_object(
                                         'kind', kind, 'amount', amount,
