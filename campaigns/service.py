@@ -221,7 +221,7 @@ def cached_campaign_multiplier(
         if tiers is None:
             return None
         candidates = _tier_allows(candidates, tier_rank, {t.id: t.rank for t in tiers})
-    return math.prod((rule.multiplier for rule in candidates), start=ONE)
+    return _product(candidates)
 
 
 async def campaign_multiplier(
@@ -229,9 +229,9 @@ async def campaign_multiplier(
 ) -> Decimal:
     """The product of the multipliers of every campaign matching the event (1 when none).
     Do not round it: see the stacking rule in the module docstring."""
-    product = ONE
-    for rule in await matching_campaigns(
-        session, event_type=event_type, tier_rank=tier_rank, at=at
-    ):
-        product *= rule.multiplier
-    return product
+    rules = await matching_campaigns(session, event_type=event_type, tier_rank=tier_rank, at=at)
+    return _product(rules)
+
+
+def _product(rules: list[CampaignRule]) -> Decimal:
+    return math.prod((rule.multiplier for rule in rules), start=ONE)
